@@ -1,0 +1,28 @@
+// Element-wise and row-wise operations of a transformer layer, on F32 buffers.
+// These are scalar and portable; the compiler vectorizes the simple loops. Hot paths that need
+// more (matmul, attention) have their own files with per-ISA variants.
+#pragma once
+
+#include <cstdint>
+
+namespace cleave::kernels {
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], for one row of n elements.
+void RmsNorm(const float* x, const float* weight, float eps, int64_t n, float* out);
+
+// out[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)).
+void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i]
+void Add(const float* x, int64_t n, float* y);
+
+// In-place numerically stable softmax over n values.
+void Softmax(float* x, int64_t n);
+
+// Rotary position embedding, in place on `num_heads` heads of `head_dim` each, at `position`.
+// `inv_freq` has head_dim/2 entries (already including any scaling). NeoX layout rotates pairs
+// (i, i + head_dim/2); the normal (GPT-J / Llama GGUF) layout rotates pairs (2i, 2i+1).
+void Rope(float* x, int64_t num_heads, int64_t head_dim, int64_t position, const float* inv_freq,
+          bool neox);
+
+}  // namespace cleave::kernels

@@ -1,0 +1,1 @@
+#include "model/chat_template.h"
