@@ -40,7 +40,9 @@ void ThreadPool::RunImpl(Thunk thunk, void* ctx) {
 }
 
 void ThreadPool::WorkerLoop(int index) {
-  uint32_t seen = generation_.load(std::memory_order_acquire);
+  // Workers are created before any Run(), at generation 0; reading generation_ here instead
+  // could skip a Run() that started before this thread did.
+  uint32_t seen = 0;
   for (;;) {
     uint32_t now = seen;
     for (int spin = 0; spin < kSpinIterations; ++spin) {
