@@ -1,6 +1,7 @@
 // The `cleave` command line: one binary, one subcommand per job.
 //   cleave inspect MODEL      metadata, tensors and a summary of a GGUF file
 //   cleave generate -p TEXT   run a prompt through the model and stream the continuation
+//   cleave chat               interactive multi-turn chat
 #include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   cleave::app::RegisterInspect(app, exit_code);
   cleave::app::RegisterGenerate(app, exit_code);
+  cleave::app::RegisterChat(app, exit_code);
   app.parse_complete_callback([&] { cleave::InitLogging(verbose); });
   try {
     app.parse(argc, argv);

@@ -1,16 +1,208 @@
 // `cleave generate`: run one prompt through the model and stream the continuation to stdout.
+// `cleave chat`: an interactive multi-turn chat on the model's chat template.
+#include <unistd.h>
+
 #include <fmt/format.h>
 
+#include <iostream>
+#include <random>
+#include <thread>
+
 #include "apps/commands.h"
+#include "apps/session.h"
+#include "core/log.h"
+#include "model/model_path.h"
 
 namespace cleave::app {
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  std::string system;
+  bool chat = false;
+  int32_t max_tokens = 128;
+  float temperature = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repetition_penalty = 1.0f;
+  int64_t seed = -1;
+  int threads = 0;
+  int64_t context = 0;
+  bool ignore_eos = false;
+};
+
+void AddModelAndSamplingFlags(CLI::App* cmd, GenerateOptions& o) {
+  cmd->add_option("-m,--model", o.model, "GGUF model file (default: the default model)");
+  cmd->add_option("-n,--max-tokens", o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--temp,--temperature", o.temperature, "Sampling temperature; 0 = greedy")
+      ->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", o.top_k, "Keep the k most likely tokens; 0 = off")->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass; 1 = off")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--min-p", o.min_p, "Drop tokens below min-p times the top probability; 0 = off")
+      ->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--repeat-penalty", o.repetition_penalty, "Repetition penalty; 1 = off")
+      ->check(CLI::Range(0.0f, 10.0f));
+  cmd->add_option("--seed", o.seed, "Random seed; -1 = random");
+  cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("-c,--ctx-size", o.context, "Context length in tokens (default: the model's, at most 8192)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("--system", o.system, "System message (with --chat / chat)");
+  cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past end-of-generation tokens");
+}
+
+SamplingParams ToSamplingParams(const GenerateOptions& o) {
+  SamplingParams p;
+  p.temperature = o.temperature;
+  p.top_k = o.top_k;
+  p.top_p = o.top_p;
+  p.min_p = o.min_p;
+  p.repetition_penalty = o.repetition_penalty;
+  p.max_tokens = o.max_tokens;
+  p.ignore_eos = o.ignore_eos;
+  return p;
+}
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Session> session;
+};
+
+Result<Loaded> LoadForSession(const GenerateOptions& o) {
+  CLEAVE_ASSIGN_OR_RETURN(std::string path, ResolveModelPath(o.model));
+  auto start = std::chrono::steady_clock::now();
+  Loaded l;
+  CLEAVE_ASSIGN_OR_RETURN(l.model, Model::Load(path));
+  const ModelConfig& c = l.model->config();
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int64_t context = o.context > 0 ? o.context : std::min<int64_t>(c.context_length, 8192);
+  l.session = std::make_unique<Session>(*l.model, threads, context);
+  spdlog::info("loaded {} ({}, {} layers, hidden {}) in {:.2f} s; {} threads, context {}", path, c.name,
+               c.num_layers, c.hidden,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+               threads, context);
+  return l;
+}
+
+Result<std::vector<TokenId>> ChatPrompt(const Model& model, const nlohmann::json& messages) {
+  ChatRenderOptions options;
+  const Tokenizer& tok = model.tokenizer();
+  if (tok.bos_id() >= 0) options.bos_token = std::string(tok.TokenText(tok.bos_id()));
+  if (tok.eos_id() >= 0) options.eos_token = std::string(tok.TokenText(tok.eos_id()));
+  CLEAVE_ASSIGN_OR_RETURN(std::string text, model.chat_template().Render(messages, options));
+  // The template writes BOS itself when the model wants one; do not add a second.
+  std::vector<TokenId> ids = tok.Encode(text, /*add_special=*/false, /*parse_special=*/true);
+  if (tok.add_bos() && tok.bos_id() >= 0 && (ids.empty() || ids.front() != tok.bos_id())) {
+    ids.insert(ids.begin(), tok.bos_id());
+  }
+  return ids;
+}
+
+uint64_t PickSeed(int64_t seed) { return seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}(); }
+
+int RunGenerate(const GenerateOptions& o) {
+  auto loaded = LoadForSession(o);
+  if (!loaded.ok()) {
+    fmt::print(stderr, "error: {}\n", loaded.status().message());
+    return 1;
+  }
+  Model& model = *loaded->model;
+  Result<std::vector<TokenId>> prompt = std::vector<TokenId>{};
+  if (o.chat) {
+    nlohmann::json messages = nlohmann::json::array();
+    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+    messages.push_back({{"role", "user"}, {"content", o.prompt}});
+    prompt = ChatPrompt(model, messages);
+  } else {
+    prompt = model.tokenizer().Encode(o.prompt, /*add_special=*/true, /*parse_special=*/false);
+  }
+  if (!prompt.ok()) {
+    fmt::print(stderr, "error: {}\n", prompt.status().message());
+    return 1;
+  }
+  Rng rng(PickSeed(o.seed));
+  if (!o.chat) fmt::print("{}", o.prompt);
+  auto stats = loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [](const std::string& text) {
+    fmt::print("{}", text);
+    std::fflush(stdout);
+  });
+  fmt::print("\n");
+  if (!stats.ok()) {
+    fmt::print(stderr, "error: {}\n", stats.status().message());
+    return 1;
+  }
+  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generation: {} tokens in {:.3f} s ({:.1f} tok/s); finish: {}\n",
+             stats->prompt_tokens, stats->prompt_seconds, stats->prompt_tokens / std::max(1e-9, stats->prompt_seconds),
+             stats->generated_tokens, stats->generate_seconds,
+             stats->generated_tokens / std::max(1e-9, stats->generate_seconds), stats->finish_reason);
+  return 0;
+}
+
+int RunChat(const GenerateOptions& o) {
+  auto loaded = LoadForSession(o);
+  if (!loaded.ok()) {
+    fmt::print(stderr, "error: {}\n", loaded.status().message());
+    return 1;
+  }
+  Model& model = *loaded->model;
+  Rng rng(PickSeed(o.seed));
+  nlohmann::json messages = nlohmann::json::array();
+  if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+  const bool tty = ::isatty(STDIN_FILENO) != 0;
+  if (tty) fmt::print(stderr, "Chatting with {}. Ctrl-D to quit, /reset to start over.\n", model.config().name);
+  std::string line;
+  while (true) {
+    if (tty) fmt::print("> ");
+    std::fflush(stdout);
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    if (line == "/reset") {
+      messages = nlohmann::json::array();
+      if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+      continue;
+    }
+    messages.push_back({{"role", "user"}, {"content", line}});
+    auto prompt = ChatPrompt(model, messages);
+    if (!prompt.ok()) {
+      fmt::print(stderr, "error: {}\n", prompt.status().message());
+      messages.erase(messages.end() - 1);
+      continue;
+    }
+    std::string reply;
+    auto stats = loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [&](const std::string& text) {
+      reply += text;
+      fmt::print("{}", text);
+      std::fflush(stdout);
+    });
+    fmt::print("\n");
+    if (!stats.ok()) {
+      fmt::print(stderr, "error: {}\n", stats.status().message());
+      messages.erase(messages.end() - 1);
+      continue;
+    }
+    messages.push_back({{"role", "assistant"}, {"content", reply}});
+  }
+  return 0;
+}
+
+}  // namespace
 
 void RegisterGenerate(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("generate", "Generate text from a prompt");
-  cmd->callback([&exit_code] {
-    fmt::print(stderr, "error: generate is not implemented yet\n");
-    exit_code = 1;
-  });
+  auto o = std::make_shared<GenerateOptions>();
+  auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streamed to stdout");
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the model's chat template");
+  AddModelAndSamplingFlags(cmd, *o);
+  cmd->callback([o, &exit_code] { exit_code = RunGenerate(*o); });
+}
+
+void RegisterChat(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<GenerateOptions>();
+  o->max_tokens = 512;
+  auto* cmd = app.add_subcommand("chat", "Interactive multi-turn chat on the model's chat template");
+  AddModelAndSamplingFlags(cmd, *o);
+  cmd->callback([o, &exit_code] { exit_code = RunChat(*o); });
 }
 
 }  // namespace cleave::app
