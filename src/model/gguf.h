@@ -66,15 +66,29 @@ struct Value {
 
   bool is_integer() const;
   bool is_float() const;
+
+  // Constructors for writers and tests. Integer/float helpers take the on-disk type, which must
+  // be an unsigned / signed / float type respectively (checked).
+  static Value Uint(ValueType type, uint64_t v);
+  static Value Int(ValueType type, int64_t v);
+  static Value Float(ValueType type, double v);
+  static Value Bool(bool v);
+  static Value String(std::string v);
+  static Value MakeArray(ValueType elem_type, std::vector<Value> items);
 };
+
+// Bytes an element of a fixed-size type takes on disk (0 for string and array).
+uint64_t FixedValueSize(ValueType type);
+// True if `bytes` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool IsValidUtf8(std::string_view bytes);
 
 // Safety limits applied while parsing; the defaults accept every real model we know of.
 struct Limits {
   uint64_t max_kv_count = 1 << 16;
   uint64_t max_tensor_count = 1 << 20;
-  uint64_t max_string_bytes = 1 << 24;     // one string (a chat template can be ~10 KiB)
-  uint64_t max_array_items = 1 << 24;      // one array (vocabularies are ~260k)
-  uint32_t max_array_depth = 4;            // nested arrays
+  uint64_t max_string_bytes = 1 << 24;       // one string (a chat template can be ~10 KiB)
+  uint64_t max_array_items = 1 << 24;        // one array (vocabularies are ~260k)
+  uint32_t max_array_depth = 4;              // nested arrays
   uint64_t max_metadata_bytes = 1ull << 30;  // total bytes of decoded metadata
   uint32_t max_dims = 4;
 };
