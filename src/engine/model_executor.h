@@ -1,0 +1,32 @@
+// The executor that runs the real model: turns the scheduler's plan into one batched forward
+// pass over the paged KV cache it owns.
+#pragma once
+
+#include <memory>
+
+#include "core/thread_pool.h"
+#include "engine/executor.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace cleave {
+
+class ModelExecutor : public Executor {
+ public:
+  // `model` must outlive the executor. KV storage for num_blocks blocks is allocated here.
+  ModelExecutor(Model& model, int32_t num_blocks, int32_t block_size, int num_threads);
+
+  Result<Logits> Execute(const ScheduledBatch& batch) override;
+  int32_t vocab_size() const override { return static_cast<int32_t>(model_.config().vocab_size); }
+
+  const KvCache& kv_cache() const { return cache_; }
+  int num_threads() const { return pool_.num_threads(); }
+
+ private:
+  Model& model_;
+  KvCache cache_;
+  ThreadPool pool_;
+  std::vector<ForwardItem> items_;  // reused across steps
+};
+
+}  // namespace cleave
