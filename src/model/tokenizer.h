@@ -35,9 +35,34 @@ enum class TokenType : int32_t {
   kByte = 6,
 };
 
+// Everything a tokenizer is built from, as stored under `tokenizer.ggml.*` in a GGUF file. Lets
+// tests and tools build a tokenizer without a GGUF.
+struct TokenizerData {
+  std::string model;            // "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
+  std::string pre = "default";  // pre-tokenizer name (gpt2 only); unknown names fall back
+  std::vector<std::string> tokens;
+  std::vector<float> scores;           // per token; empty = all 0 (only "llama" uses them)
+  std::vector<TokenType> token_types;  // per token; empty = all kNormal
+  std::vector<std::string> merges;     // "left right", best first (only "gpt2" uses them)
+  TokenId bos_id = -1;
+  TokenId eos_id = -1;
+  TokenId unk_id = -1;
+  TokenId pad_id = -1;
+  TokenId eot_id = -1;
+  bool add_bos = false;
+  bool add_eos = false;
+  bool add_space_prefix = false;  // "llama": prepend a space to text at the start/after specials
+
+  // Reads the `tokenizer.ggml.*` keys; defaults follow llama.cpp (add_bos and add_space_prefix
+  // default to true for "llama", false for "gpt2").
+  static Result<TokenizerData> FromGguf(const gguf::GgufFile& file);
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
+  // Validates `data` (ids in range, merges well-formed, per-token arrays sized like `tokens`).
+  static Result<std::unique_ptr<Tokenizer>> Create(TokenizerData data);
   static Result<std::unique_ptr<Tokenizer>> FromGguf(const gguf::GgufFile& file);
 
   // Text to ids. add_special adds BOS/EOS as the model's add_bos/add_eos flags say;
@@ -45,9 +70,10 @@ class Tokenizer {
   virtual std::vector<TokenId> Encode(std::string_view text, bool add_special,
                                       bool parse_special) const = 0;
   // The raw bytes one token stands for (byte-level decoded; may be part of a UTF-8 character).
-  // Control tokens yield their text unless skip_special.
+  // Control tokens yield their text unless skip_special. Ids outside the vocab yield "".
   virtual std::string TokenToBytes(TokenId id, bool skip_special = false) const = 0;
-  // Ids to text; invalid UTF-8 at the end is kept as is (use IncrementalDecoder to stream).
+  // Ids to text; invalid UTF-8 is kept as is (use IncrementalDecoder to stream). For "llama"
+  // vocabularies with add_space_prefix, the space added in front of the text is removed again.
   std::string Decode(std::span<const TokenId> ids, bool skip_special = false) const;
 
   virtual int32_t vocab_size() const = 0;
@@ -60,6 +86,9 @@ class Tokenizer {
   bool IsEog(TokenId id) const;
   virtual bool add_bos() const = 0;
   virtual bool add_eos() const = 0;
+  virtual bool add_space_prefix() const = 0;
+  virtual std::string_view model_name() const = 0;  // "gpt2" or "llama"
+  virtual std::string_view pre_name() const = 0;    // the pre-tokenizer actually used
 };
 
 // Turns a stream of token ids into text deltas that never split a UTF-8 character: bytes of an
