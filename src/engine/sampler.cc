@@ -1,0 +1,255 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/status.h"
+
+namespace cleave {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+uint64_t SplitMix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
+
+bool InVocab(TokenId id, size_t vocab) {
+  return id >= 0 && static_cast<size_t>(id) < vocab;
+}
+
+}  // namespace
+
+Rng::Rng(uint64_t seed) {
+  for (uint64_t& s : s_) s = SplitMix64(seed);
+}
+
+uint64_t Rng::Next() {
+  const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = Rotl(s_[3], 45);
+  return result;
+}
+
+namespace sampling {
+
+void ApplyLogitBias(std::span<float> logits, const SamplingParams& params) {
+  for (const auto& [id, bias] : params.logit_bias) {
+    if (InVocab(id, logits.size())) logits[id] += bias;
+  }
+}
+
+void ApplyMinTokens(std::span<float> logits, const SamplingParams& params, int32_t num_output,
+                    std::span<const TokenId> eog_ids) {
+  if (num_output >= params.min_tokens) return;
+  for (TokenId id : eog_ids) {
+    if (InVocab(id, logits.size())) logits[id] = kNegInf;
+  }
+  for (TokenId id : params.stop_token_ids) {
+    if (InVocab(id, logits.size())) logits[id] = kNegInf;
+  }
+}
+
+void ApplyPenalties(std::span<float> logits, const SamplingParams& params,
+                    std::span<const TokenId> prompt, std::span<const TokenId> output) {
+  if (params.repetition_penalty != 1.0f) {
+    // HF/vLLM: positive logits are divided, negative ones multiplied, so the token always
+    // becomes less likely. Applies to tokens anywhere in prompt or output, once each.
+    std::vector<TokenId> seen(prompt.begin(), prompt.end());
+    seen.insert(seen.end(), output.begin(), output.end());
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    const float rp = params.repetition_penalty;
+    for (TokenId id : seen) {
+      if (!InVocab(id, logits.size())) continue;
+      float& l = logits[id];
+      l = l > 0 ? l / rp : l * rp;
+    }
+  }
+  if (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+    // OpenAI: logit -= frequency * count + presence * (count > 0), over generated tokens only.
+    std::vector<TokenId> out(output.begin(), output.end());
+    std::sort(out.begin(), out.end());
+    for (size_t i = 0; i < out.size();) {
+      size_t j = i;
+      while (j < out.size() && out[j] == out[i]) ++j;
+      if (InVocab(out[i], logits.size())) {
+        logits[out[i]] -=
+            params.frequency_penalty * static_cast<float>(j - i) + params.presence_penalty;
+      }
+      i = j;
+    }
+  }
+}
+
+TokenId Argmax(std::span<const float> logits) {
+  CLEAVE_CHECK(!logits.empty());
+  size_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[best]) best = i;  // strict: the first of equal maxima wins
+  }
+  return static_cast<TokenId>(best);
+}
+
+void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams& params) {
+  const size_t vocab = logits.size();
+  if (params.temperature != 1.0f && !params.greedy()) {
+    const float inv_t = 1.0f / params.temperature;
+    for (float& l : logits) l *= inv_t;
+  }
+  const float max_logit = logits[Argmax(logits)];
+  if (max_logit == kNegInf) return;  // everything masked: nothing to truncate
+  // Unnormalised probabilities relative to the most likely token (which has 1).
+  std::vector<float> prob(vocab);
+  for (size_t i = 0; i < vocab; ++i) prob[i] = std::exp(logits[i] - max_logit);
+
+  if (params.min_p > 0.0f) {
+    for (size_t i = 0; i < vocab; ++i) {
+      if (prob[i] < params.min_p) {
+        logits[i] = kNegInf;
+        prob[i] = 0.0f;
+      }
+    }
+  }
+  // Survivors ranked by probability, ties to the lower id: a strict total order, so the kept set
+  // is the same on every run.
+  std::vector<TokenId> order;
+  order.reserve(vocab);
+  for (size_t i = 0; i < vocab; ++i) {
+    if (prob[i] > 0.0f) order.push_back(static_cast<TokenId>(i));
+  }
+  auto better = [&](TokenId a, TokenId b) {
+    return prob[a] != prob[b] ? prob[a] > prob[b] : a < b;
+  };
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < order.size()) {
+    std::nth_element(order.begin(), order.begin() + params.top_k, order.end(), better);
+    for (size_t i = params.top_k; i < order.size(); ++i) {
+      logits[order[i]] = kNegInf;
+      prob[order[i]] = 0.0f;
+    }
+    order.resize(params.top_k);
+  }
+  if (params.top_p < 1.0f) {
+    double total = 0.0;
+    for (TokenId id : order) total += prob[id];
+    const double target = params.top_p * total;
+    // Keep the smallest best-first prefix whose mass reaches top_p. Sort progressively larger
+    // prefixes: with a peaked distribution only a few dozen tokens are ever sorted.
+    size_t sorted = 0;
+    size_t keep = order.size();
+    double cumulative = 0.0;
+    while (sorted < order.size()) {
+      size_t next = std::min(order.size(), std::max<size_t>(64, sorted * 4));
+      std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(), better);
+      for (size_t i = sorted; i < next; ++i) {
+        cumulative += prob[order[i]];
+        if (cumulative >= target) {
+          keep = i + 1;
+          break;
+        }
+      }
+      if (keep != order.size()) break;
+      sorted = next;
+    }
+    for (size_t i = keep; i < order.size(); ++i) logits[order[i]] = kNegInf;
+  }
+}
+
+void LogSoftmax(std::span<const float> logits, std::span<float> out) {
+  CLEAVE_CHECK(out.size() == logits.size());
+  const float max_logit = logits[Argmax(logits)];
+  if (max_logit == kNegInf) {
+    std::fill(out.begin(), out.end(), kNegInf);
+    return;
+  }
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - max_logit));
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - log_z;
+}
+
+std::vector<TokenLogprob> TopLogprobs(std::span<const float> logprobs, int32_t k) {
+  std::vector<TokenId> ids(logprobs.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  k = std::min<int32_t>(k, static_cast<int32_t>(ids.size()));
+  auto better = [&](TokenId a, TokenId b) {
+    return logprobs[a] != logprobs[b] ? logprobs[a] > logprobs[b] : a < b;
+  };
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), better);
+  std::vector<TokenLogprob> top(k);
+  for (int32_t i = 0; i < k; ++i) top[i] = {ids[i], logprobs[ids[i]]};
+  return top;
+}
+
+}  // namespace sampling
+
+SampleResult Sampler::Sample(std::span<float> logits, const SamplingParams& params,
+                             std::span<const TokenId> prompt, std::span<const TokenId> output,
+                             Rng& rng) const {
+  const bool want_logprobs = params.logprobs >= 0;
+  std::vector<float> logprobs;
+  if (want_logprobs && params.logprobs_mode == LogprobsMode::kRaw) {
+    logprobs.resize(logits.size());
+    sampling::LogSoftmax(logits, logprobs);
+  }
+  sampling::ApplyLogitBias(logits, params);
+  sampling::ApplyMinTokens(logits, params, static_cast<int32_t>(output.size()), eog_ids_);
+  sampling::ApplyPenalties(logits, params, prompt, output);
+
+  SampleResult result;
+  if (params.greedy()) {
+    result.token = sampling::Argmax(logits);
+  } else {
+    sampling::ApplyTemperatureAndTruncation(logits, params);
+    const float max_logit = logits[sampling::Argmax(logits)];
+    if (max_logit == -std::numeric_limits<float>::infinity()) {
+      result.token = sampling::Argmax(logits);  // every token masked: nothing to draw from
+      return result;
+    }
+    double total = 0.0;
+    for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
+    // Inverse CDF over ids in ascending order: the draw depends only on this row and this
+    // sequence's RNG.
+    const double u = rng.Uniform() * total;
+    double cumulative = 0.0;
+    TokenId last_nonzero = sampling::Argmax(logits);
+    result.token = -1;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] == -std::numeric_limits<float>::infinity()) continue;
+      cumulative += std::exp(static_cast<double>(logits[i] - max_logit));
+      last_nonzero = static_cast<TokenId>(i);
+      if (cumulative > u) {
+        result.token = static_cast<TokenId>(i);
+        break;
+      }
+    }
+    if (result.token < 0) result.token = last_nonzero;  // rounding at the top end
+  }
+
+  if (want_logprobs) {
+    if (params.logprobs_mode == LogprobsMode::kProcessed) {
+      logprobs.resize(logits.size());
+      sampling::LogSoftmax(logits, logprobs);
+    }
+    result.logprob = logprobs[result.token];
+    if (params.logprobs > 0) result.top = sampling::TopLogprobs(logprobs, params.logprobs);
+  }
+  return result;
+}
+
+}  // namespace cleave

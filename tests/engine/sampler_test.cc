@@ -1,0 +1,221 @@
+#include "engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+namespace cleave {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+std::vector<TokenId> Kept(const std::vector<float>& logits) {
+  std::vector<TokenId> kept;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] != -kInf) kept.push_back(TokenId(i));
+  }
+  return kept;
+}
+
+// log of an unnormalised distribution, so the probabilities are easy to state.
+std::vector<float> LogOf(std::vector<double> p) {
+  std::vector<float> l;
+  for (double x : p) l.push_back(float(std::log(x)));
+  return l;
+}
+
+TEST(SamplerTest, GreedyPicksMaxAndBreaksTiesToLowestId) {
+  std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f};
+  EXPECT_EQ(sampling::Argmax(l), 1);
+  Sampler sampler({});
+  SamplingParams p;
+  p.temperature = 0;
+  Rng rng(1);
+  EXPECT_EQ(sampler.Sample(l, p, {}, {}, rng).token, 1);
+}
+
+TEST(SamplerTest, TopKKeepsKBestWithLowIdsWinningTies) {
+  std::vector<float> l = {1, 5, 3, 5, 2, 3};
+  SamplingParams p;
+  p.top_k = 3;
+  sampling::ApplyTemperatureAndTruncation(l, p);
+  EXPECT_EQ(Kept(l), (std::vector<TokenId>{1, 2, 3}));  // 5, 5, then the first 3
+}
+
+TEST(SamplerTest, TopPKeepsSmallestPrefixReachingP) {
+  // Probabilities 0.4, 0.3, 0.2, 0.1.
+  for (auto [top_p, expected] : std::vector<std::pair<float, size_t>>{
+           {0.35f, 1}, {0.39f, 1}, {0.41f, 2}, {0.69f, 2}, {0.71f, 3}, {0.95f, 4}, {1.0f, 4}}) {
+    std::vector<float> l = LogOf({0.1, 0.4, 0.2, 0.3});
+    SamplingParams p;
+    p.top_p = top_p;
+    sampling::ApplyTemperatureAndTruncation(l, p);
+    std::vector<TokenId> all_best_first = {1, 3, 2, 0};
+    std::vector<TokenId> want(all_best_first.begin(), all_best_first.begin() + expected);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(Kept(l), want) << "top_p " << top_p;
+  }
+}
+
+TEST(SamplerTest, TopPOnLargeVocabMatchesFullSort) {
+  // Exercises the progressive partial sort past its first 64-token window.
+  std::vector<float> l(5000);
+  Rng rng(3);
+  for (float& x : l) x = float(rng.Uniform() * 0.01);  // nearly flat
+  std::vector<float> copy = l;
+  SamplingParams p;
+  p.top_p = 0.5f;
+  sampling::ApplyTemperatureAndTruncation(l, p);
+  std::vector<TokenId> order(copy.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = TokenId(i);
+  std::sort(order.begin(), order.end(),
+            [&](TokenId a, TokenId b) { return copy[a] != copy[b] ? copy[a] > copy[b] : a < b; });
+  double total = 0, cum = 0;
+  for (float x : copy) total += std::exp(double(x));
+  size_t n = 0;
+  while (cum < 0.5 * total) cum += std::exp(double(copy[order[n++]]));
+  std::vector<TokenId> want(order.begin(), order.begin() + n);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(Kept(l), want);
+}
+
+TEST(SamplerTest, MinPIsRelativeToMostLikelyToken) {
+  std::vector<float> l = LogOf({0.5, 0.2, 0.1, 0.04, 0.16});
+  SamplingParams p;
+  p.min_p = 0.3f;  // keep p >= 0.15
+  sampling::ApplyTemperatureAndTruncation(l, p);
+  EXPECT_EQ(Kept(l), (std::vector<TokenId>{0, 1, 4}));
+}
+
+TEST(SamplerTest, TemperatureScalesLogits) {
+  std::vector<float> l = {1.0f, 2.0f};
+  SamplingParams p;
+  p.temperature = 0.5f;
+  sampling::ApplyTemperatureAndTruncation(l, p);
+  EXPECT_FLOAT_EQ(l[0], 2.0f);
+  EXPECT_FLOAT_EQ(l[1], 4.0f);
+}
+
+TEST(SamplerTest, PenaltiesFollowOpenAiAndHfSemantics) {
+  std::vector<float> l = {2.0f, -2.0f, 1.0f, 1.0f, 0.5f};
+  SamplingParams p;
+  p.repetition_penalty = 2.0f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  std::vector<TokenId> prompt = {0, 1};
+  std::vector<TokenId> output = {2, 2, 2, 1};
+  sampling::ApplyPenalties(l, p, prompt, output);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);                     // prompt only: repetition (divide)
+  EXPECT_FLOAT_EQ(l[1], -4.0f - 0.5f - 0.25f);     // negative: multiplied; once in output
+  EXPECT_FLOAT_EQ(l[2], 0.5f - 0.5f - 3 * 0.25f);  // three times in output
+  EXPECT_FLOAT_EQ(l[3], 1.0f);                     // unseen
+  EXPECT_FLOAT_EQ(l[4], 0.5f);
+}
+
+TEST(SamplerTest, LogitBiasAndMinTokens) {
+  std::vector<float> l = {3, 1, 1, 1};
+  SamplingParams p;
+  p.logit_bias = {{2, 5.0f}, {99, 1.0f}};  // out-of-vocab ids are ignored
+  p.min_tokens = 2;
+  p.stop_token_ids = {3};
+  sampling::ApplyLogitBias(l, p);
+  EXPECT_FLOAT_EQ(l[2], 6.0f);
+  std::vector<float> masked = l;
+  sampling::ApplyMinTokens(masked, p, 1, std::vector<TokenId>{0});
+  EXPECT_EQ(masked[0], -kInf);
+  EXPECT_EQ(masked[3], -kInf);
+  EXPECT_EQ(masked[1], 1.0f);
+  std::vector<float> unmasked = l;
+  sampling::ApplyMinTokens(unmasked, p, 2, std::vector<TokenId>{0});
+  EXPECT_EQ(unmasked, l);
+}
+
+TEST(SamplerTest, SeededSamplingIsReproducibleAndFollowsTheDistribution) {
+  Sampler sampler({});
+  SamplingParams p;
+  p.temperature = 1.0f;
+  std::vector<double> probs = {0.1, 0.2, 0.3, 0.4};
+  std::vector<TokenId> a, b, c;
+  Rng r1(42), r2(42), r3(43);
+  std::map<TokenId, int> counts;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> l = LogOf(probs);
+    a.push_back(sampler.Sample(l, p, {}, {}, r1).token);
+    l = LogOf(probs);
+    b.push_back(sampler.Sample(l, p, {}, {}, r2).token);
+    l = LogOf(probs);
+    c.push_back(sampler.Sample(l, p, {}, {}, r3).token);
+    ++counts[a.back()];
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  for (TokenId t = 0; t < 4; ++t) {
+    // 5 standard deviations of a binomial.
+    double sd = std::sqrt(n * probs[t] * (1 - probs[t]));
+    EXPECT_NEAR(counts[t], n * probs[t], 5 * sd) << "token " << t;
+  }
+}
+
+TEST(SamplerTest, SamplingNeverPicksTruncatedTokens) {
+  Sampler sampler({});
+  SamplingParams p;
+  p.top_k = 2;
+  Rng rng(5);
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<float> l = LogOf({0.3, 0.1, 0.35, 0.25});
+    TokenId t = sampler.Sample(l, p, {}, {}, rng).token;
+    EXPECT_TRUE(t == 0 || t == 2) << t;
+  }
+}
+
+TEST(SamplerTest, LogprobsRawAndProcessed) {
+  Sampler sampler({});
+  SamplingParams p;
+  p.temperature = 0;
+  p.logprobs = 2;
+  p.logit_bias = {{0, 10.0f}};
+  std::vector<float> raw = LogOf({0.5, 0.25, 0.125, 0.125});
+  std::vector<float> l = raw;
+  Rng rng(1);
+  SampleResult r = sampler.Sample(l, p, {}, {}, rng);
+  EXPECT_EQ(r.token, 0);
+  EXPECT_NEAR(r.logprob, std::log(0.5), 1e-5);  // raw: the bias does not show
+  ASSERT_EQ(r.top.size(), 2u);
+  EXPECT_EQ(r.top[0].token, 0);
+  EXPECT_EQ(r.top[1].token, 1);
+  EXPECT_NEAR(r.top[1].logprob, std::log(0.25), 1e-5);
+
+  p.logprobs_mode = LogprobsMode::kProcessed;
+  p.logit_bias.clear();
+  p.temperature = 1.0f;
+  p.top_k = 2;
+  l = raw;
+  r = sampler.Sample(l, p, {}, {}, rng);
+  // Over the top-2 tokens only: 2/3 and 1/3.
+  EXPECT_NEAR(r.logprob, r.token == 0 ? std::log(2.0 / 3) : std::log(1.0 / 3), 1e-5);
+  EXPECT_NEAR(r.top[0].logprob, std::log(2.0 / 3), 1e-5);
+  EXPECT_NEAR(r.top[1].logprob, std::log(1.0 / 3), 1e-5);
+
+  std::vector<float> ls(raw.size());
+  sampling::LogSoftmax(raw, ls);
+  double sum = 0;
+  for (float x : ls) sum += std::exp(double(x));
+  EXPECT_NEAR(sum, 1.0, 1e-6);
+}
+
+TEST(SamplerTest, RngIsPlatformIndependentSplitMixXoshiro) {
+  // Uniform() stays in [0, 1) and the stream depends only on the seed.
+  Rng a(9), b(9);
+  for (int i = 0; i < 1000; ++i) {
+    double u = a.Uniform();
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+    EXPECT_EQ(u, b.Uniform());
+  }
+}
+
+}  // namespace
+}  // namespace cleave
