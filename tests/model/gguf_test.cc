@@ -582,7 +582,7 @@ TEST(GgufOpen, MissingFile) {
 TEST(GgufOpen, ErrorsNameThePath) {
   const std::string path = testing::TempDir() + "/corrupt.gguf";
   std::vector<uint8_t> bytes = SmallFile();
-  bytes.resize(bytes.size() - 1);
+  bytes.pop_back();
   FILE* fp = std::fopen(path.c_str(), "wb");
   ASSERT_NE(fp, nullptr);
   std::fwrite(bytes.data(), 1, bytes.size(), fp);
