@@ -86,9 +86,10 @@ class Tokenizer {
   bool IsEog(TokenId id) const;
   virtual bool add_bos() const = 0;
   virtual bool add_eos() const = 0;
-  virtual bool add_space_prefix() const = 0;
-  virtual std::string_view model_name() const = 0;  // "gpt2" or "llama"
-  virtual std::string_view pre_name() const = 0;    // the pre-tokenizer actually used
+  // Not pure, so that test fakes need not implement them.
+  virtual bool add_space_prefix() const { return false; }
+  virtual std::string_view model_name() const { return {}; }  // "gpt2" or "llama"
+  virtual std::string_view pre_name() const { return {}; }    // the pre-tokenizer in use
 };
 
 // Turns a stream of token ids into text deltas that never split a UTF-8 character: bytes of an
