@@ -1,0 +1,47 @@
+// Internal interface between the portable MatMul driver (kernels/matmul.cc) and the per-ISA
+// kernel files matmul_{scalar,avx2,avx512}.cc. Not for use outside kernels/.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/matmul.h"
+
+namespace cleave::kernels::cpu {
+
+// Activations quantized for integer dot products: for each token, blocks of 32 values
+//   x[32 j + i] ~= d[j] * qs[32 j + i],  qs in [-127, 127]
+// plus s16[2 j + h] = d[j] * sum_{i < 16} qs[32 j + 16 h + i], the (quantized) sum of each half
+// block, which the weight formats' offset/min terms multiply. Per-token arrays are padded to
+// block_stride blocks (a multiple of 8) with zeros, so kernels may read whole groups of 8.
+struct QuantizedActivations {
+  int64_t num_tokens = 0;
+  int64_t cols = 0;
+  int64_t num_blocks = 0;    // cols / 32
+  int64_t block_stride = 0;  // num_blocks rounded up to a multiple of 8
+  int8_t* qs = nullptr;      // [num_tokens][block_stride * 32], 64-byte aligned rows
+  float* d = nullptr;        // [num_tokens][block_stride]
+  float* s16 = nullptr;      // [num_tokens][block_stride * 2]
+
+  const int8_t* token_qs(int64_t t) const { return qs + t * block_stride * 32; }
+  const float* token_d(int64_t t) const { return d + t * block_stride; }
+  const float* token_s16(int64_t t) const { return s16 + t * block_stride * 2; }
+};
+
+// Fills y[t * w.rows + r] for every token t and r in [row_begin, row_end).
+using QuantMatMulFn = void (*)(const WeightView& w, const QuantizedActivations& x,
+                               int64_t row_begin, int64_t row_end, float* y);
+using FloatMatMulFn = void (*)(const WeightView& w, const float* x, int64_t num_tokens,
+                               int64_t row_begin, int64_t row_end, float* y);
+
+struct MatMulKernels {
+  QuantMatMulFn quantized;  // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
+  FloatMatMulFn floating;   // F32, F16, BF16
+  int row_grain;            // rows per kernel tile; ParallelFor ranges are multiples of it
+};
+
+// One table per ISA; only call the ones IsaSupported() says this CPU can run.
+const MatMulKernels& ScalarMatMulKernels();
+const MatMulKernels& Avx2MatMulKernels();
+const MatMulKernels& Avx512MatMulKernels();
+
+}  // namespace cleave::kernels::cpu

@@ -1,0 +1,381 @@
+// MatMul kernel bodies shared by the x86 levels. Included only by matmul_avx2.cc and
+// matmul_avx512.cc, each compiled with its own ISA flags; everything here has internal linkage
+// (unnamed namespace) so the two copies never merge at link time. The level-specific part is
+// the int8 dot product (`Ops::Dot`), passed in as a template parameter.
+//
+// Quantized weights: R rows at a time are unpacked (SIMD) into L1-resident scratch in the
+// common form of matmul_scalar.cc (codes q in element order, per-16 scale a and offset b, with
+// w = a * q + b); then every tile of T tokens runs over them with R x T accumulators in
+// registers, so each unpacked weight block is reused T times and each activation block R times.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/fp16.h"
+#include "core/status.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/quant_formats.h"
+
+namespace cleave::kernels::cpu {
+namespace {
+
+inline float HalfToFloat(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Unpacked rows, 64-byte aligned, reused across calls on one thread.
+class RowScratch {
+ public:
+  // Room for `num_rows` rows of `cols` elements.
+  void Reserve(int num_rows, int64_t cols) {
+    cols_ = cols;
+    q_stride_ = (cols + 63) / 64 * 64;
+    a_stride_ = (cols / 32 * 8 + 15) / 16 * 16;
+    b_stride_ = (cols / 16 + 15) / 16 * 16;
+    f_stride_ = (cols + 15) / 16 * 16;
+    const size_t floats = static_cast<size_t>(num_rows) * (a_stride_ + b_stride_ + f_stride_);
+    const size_t bytes = static_cast<size_t>(num_rows) * q_stride_ + floats * sizeof(float) + 64;
+    if (storage_.size() < bytes) storage_.assign(bytes, 0);
+    auto base = reinterpret_cast<uintptr_t>(storage_.data());
+    uint8_t* p = storage_.data() + (64 - base % 64) % 64;
+    q_ = p;
+    a_ = reinterpret_cast<float*>(p + num_rows * q_stride_);
+    b_ = a_ + num_rows * a_stride_;
+    f_ = b_ + num_rows * b_stride_;
+  }
+  uint8_t* q(int r) { return q_ + r * q_stride_; }
+  float* a_lane(int r) { return a_ + r * a_stride_; }
+  float* b(int r) { return b_ + r * b_stride_; }
+  float* f(int r) { return f_ + r * f_stride_; }
+  int64_t b_stride() const { return b_stride_; }
+
+ private:
+  std::vector<uint8_t> storage_;
+  int64_t cols_ = 0, q_stride_ = 0, a_stride_ = 0, b_stride_ = 0, f_stride_ = 0;
+  uint8_t* q_ = nullptr;
+  float *a_ = nullptr, *b_ = nullptr, *f_ = nullptr;
+};
+
+// Writes q[cols], a_lane[8 per 32-block: a of its first 16 x4, a of its second 16 x4] and
+// b[cols / 16] (zero-padded by the caller's buffer to a multiple of 16).
+inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t* q, float* a_lane,
+                         float* b) {
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m256i m4y = _mm256_set1_epi8(0x0f);
+  switch (dtype) {
+    case DType::kQ8_0:
+      for (int64_t j = 0; j < cols / kQK; ++j) {
+        const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[j];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * j),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)));
+        _mm256_store_ps(a_lane + 8 * j, _mm256_set1_ps(HalfToFloat(blk.d)));
+        b[2 * j] = b[2 * j + 1] = 0;
+      }
+      return;
+    case DType::kQ4_0:
+    case DType::kQ4_1: {
+      const int64_t block_bytes = dtype == DType::kQ4_0 ? 18 : 20;
+      for (int64_t j = 0; j < cols / kQK; ++j) {
+        const uint8_t* blk = row + j * block_bytes;
+        uint16_t dh, mh = 0;
+        std::memcpy(&dh, blk, 2);
+        if (dtype == DType::kQ4_1) std::memcpy(&mh, blk + 2, 2);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + block_bytes - 16));
+        _mm_store_si128(reinterpret_cast<__m128i*>(q + 32 * j), _mm_and_si128(v, m4));
+        _mm_store_si128(reinterpret_cast<__m128i*>(q + 32 * j + 16),
+                        _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+        const float d = HalfToFloat(dh);
+        _mm256_store_ps(a_lane + 8 * j, _mm256_set1_ps(d));
+        b[2 * j] = b[2 * j + 1] = dtype == DType::kQ4_0 ? -8 * d : HalfToFloat(mh);
+      }
+      return;
+    }
+    case DType::kQ4_K:
+    case DType::kQ5_K: {
+      const bool q5 = dtype == DType::kQ5_K;
+      const __m256i bit4 = _mm256_set1_epi8(0x10);
+      for (int64_t i = 0; i < cols / kQK_K; ++i) {
+        const uint8_t *scales, *qh = nullptr, *qs;
+        uint16_t dh, dminh;
+        if (!q5) {
+          const auto& blk = reinterpret_cast<const BlockQ4_K*>(row)[i];
+          scales = blk.scales;
+          qs = blk.qs;
+          dh = blk.d;
+          dminh = blk.dmin;
+        } else {
+          const auto& blk = reinterpret_cast<const BlockQ5_K*>(row)[i];
+          scales = blk.scales;
+          qh = blk.qh;
+          qs = blk.qs;
+          dh = blk.d;
+          dminh = blk.dmin;
+        }
+        const float d = HalfToFloat(dh), dmin = HalfToFloat(dminh);
+        __m256i hbits =
+            q5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
+        uint8_t* qo = q + kQK_K * i;
+        for (int c = 0; c < 4; ++c) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+          __m256i lo = _mm256_and_si256(v, m4y);
+          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4y);
+          if (q5) {
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hbits, 4), bit4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hbits, 3), bit4));
+            hbits = _mm256_srli_epi16(hbits, 2);
+          }
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 64 * c), lo);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 64 * c + 32), hi);
+        }
+        for (int j = 0; j < 8; ++j) {
+          uint8_t sc, m;
+          UnpackKScaleMin(scales, j, &sc, &m);
+          _mm256_store_ps(a_lane + 8 * (8 * i + j), _mm256_set1_ps(d * sc));
+          b[16 * i + 2 * j] = b[16 * i + 2 * j + 1] = -dmin * m;
+        }
+      }
+      return;
+    }
+    case DType::kQ6_K: {
+      const __m256i hmask = _mm256_set1_epi8(0x30);
+      for (int64_t i = 0; i < cols / kQK_K; ++i) {
+        const auto& blk = reinterpret_cast<const BlockQ6_K*>(row)[i];
+        uint8_t* qo = q + kQK_K * i;
+        for (int h = 0; h < 2; ++h) {
+          const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h));
+          const __m256i ql1 =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h + 32));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * h));
+          const __m256i v0 = _mm256_or_si256(_mm256_and_si256(ql0, m4y),
+                                             _mm256_and_si256(_mm256_slli_epi16(qh, 4), hmask));
+          const __m256i v1 = _mm256_or_si256(_mm256_and_si256(ql1, m4y),
+                                             _mm256_and_si256(_mm256_slli_epi16(qh, 2), hmask));
+          const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4y),
+                                             _mm256_and_si256(qh, hmask));
+          const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4y),
+                                             _mm256_and_si256(_mm256_srli_epi16(qh, 2), hmask));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h), v0);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 32), v1);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 64), v2);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 96), v3);
+        }
+        const float d = HalfToFloat(blk.d);
+        for (int j = 0; j < 8; ++j) {
+          const float a0 = d * blk.scales[2 * j], a1 = d * blk.scales[2 * j + 1];
+          _mm256_store_ps(a_lane + 8 * (8 * i + j), _mm256_setr_ps(a0, a0, a0, a0, a1, a1, a1, a1));
+          b[16 * i + 2 * j] = -32 * a0;
+          b[16 * i + 2 * j + 1] = -32 * a1;
+        }
+      }
+      return;
+    }
+    default:
+      CLEAVE_CHECK(false, "no x86 kernel for {}", DTypeName(dtype));
+  }
+}
+
+// sum_g b[g] * s16[g] over `n` groups (a multiple of 8; both arrays hold at least n floats).
+inline float BiasDot(const float* b, const float* s16, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t g = 0; g < n; g += 8) {
+    acc = _mm256_fmadd_ps(_mm256_load_ps(b + g), _mm256_loadu_ps(s16 + g), acc);
+  }
+  return HSum(acc);
+}
+
+// R unpacked rows x T tokens starting at t0; writes y.
+template <typename Ops, bool kSigned, int R, int T>
+void QuantTile(RowScratch& s, const QuantizedActivations& x, int64_t t0, int64_t r0,
+               int64_t rows_total, float* y) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  const int8_t* xq[T];
+  const float* xd[T];
+  for (int t = 0; t < T; ++t) {
+    xq[t] = x.token_qs(t0 + t);
+    xd[t] = x.token_d(t0 + t);
+  }
+  const uint8_t* wq[R];
+  const float* wa[R];
+  for (int r = 0; r < R; ++r) {
+    wq[r] = s.q(r);
+    wa[r] = s.a_lane(r);
+  }
+  for (int64_t j = 0; j < x.num_blocks; ++j) {
+    __m256i xv[T];
+    for (int t = 0; t < T; ++t) {
+      xv[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq[t] + 32 * j));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[r] + 32 * j));
+      const __m256 av = _mm256_load_ps(wa[r] + 8 * j);
+      const __m256i qu = kSigned ? _mm256_sign_epi8(qv, qv) : qv;
+      for (int t = 0; t < T; ++t) {
+        const __m256i xs = kSigned ? _mm256_sign_epi8(xv[t], qv) : xv[t];
+        const __m256 dot = _mm256_cvtepi32_ps(Ops::Dot(qu, xs));
+        acc[r][t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(av, _mm256_set1_ps(xd[t][j])), acc[r][t]);
+      }
+    }
+  }
+  const int64_t num_groups = x.block_stride * 2;
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      y[(t0 + t) * rows_total + r0 + r] =
+          HSum(acc[r][t]) + BiasDot(s.b(r), x.token_s16(t0 + t), num_groups);
+    }
+  }
+}
+
+template <typename Ops, bool kSigned, int R, int kMaxT>
+void QuantRowsAllTokens(RowScratch& s, const QuantizedActivations& x, int64_t r0,
+                        int64_t rows_total, float* y) {
+  int64_t t0 = 0;
+  for (; t0 + kMaxT <= x.num_tokens; t0 += kMaxT) {
+    QuantTile<Ops, kSigned, R, kMaxT>(s, x, t0, r0, rows_total, y);
+  }
+  switch (x.num_tokens - t0) {
+    case 0:
+      break;
+    case 1:
+      QuantTile<Ops, kSigned, R, 1>(s, x, t0, r0, rows_total, y);
+      break;
+    case 2:
+      if constexpr (kMaxT > 2) QuantTile<Ops, kSigned, R, 2>(s, x, t0, r0, rows_total, y);
+      break;
+    case 3:
+      if constexpr (kMaxT > 3) QuantTile<Ops, kSigned, R, 3>(s, x, t0, r0, rows_total, y);
+      break;
+    default:
+      CLEAVE_CHECK(false, "token tile larger than 4");
+  }
+}
+
+template <typename Ops, bool kSigned, int R, int kMaxT>
+void QuantRows(RowScratch& s, const QuantizedActivations& x, int64_t r0, int nr, int64_t rows_total,
+               float* y) {
+  if constexpr (R > 1) {
+    if (nr < R) return QuantRows<Ops, kSigned, R - 1, kMaxT>(s, x, r0, nr, rows_total, y);
+  }
+  QuantRowsAllTokens<Ops, kSigned, R, kMaxT>(s, x, r0, rows_total, y);
+}
+
+template <typename Ops, int kMaxR, int kMaxT>
+void QuantizedX86(const WeightView& w, const QuantizedActivations& x, int64_t row_begin,
+                  int64_t row_end, float* y) {
+  static_assert(kMaxT <= 4);
+  thread_local RowScratch scratch;
+  scratch.Reserve(kMaxR, w.cols);
+  const int64_t row_bytes = static_cast<int64_t>(*RowBytes(w.dtype, w.cols));
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  const bool is_signed = w.dtype == DType::kQ8_0;
+  for (int r = 0; r < kMaxR; ++r) {
+    std::fill(scratch.b(r), scratch.b(r) + scratch.b_stride(), 0.0f);
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxR) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMaxR, row_end - r0));
+    for (int r = 0; r < nr; ++r) {
+      UnpackRowX86(w.dtype, data + (r0 + r) * row_bytes, w.cols, scratch.q(r), scratch.a_lane(r),
+                   scratch.b(r));
+    }
+    if (is_signed) {
+      QuantRows<Ops, true, kMaxR, kMaxT>(scratch, x, r0, nr, w.rows, y);
+    } else {
+      QuantRows<Ops, false, kMaxR, kMaxT>(scratch, x, r0, nr, w.rows, y);
+    }
+  }
+}
+
+// ---- F32 / F16 / BF16 ----
+
+// Converts one row to F32 (F32 rows are used in place).
+inline const float* RowAsFloat(DType dtype, const uint8_t* row, int64_t cols, float* buf) {
+  if (dtype == DType::kF32) return reinterpret_cast<const float*>(row);
+  const auto* h = reinterpret_cast<const uint16_t*>(row);
+  int64_t c = 0;
+  if (dtype == DType::kF16) {
+    for (; c + 8 <= cols; c += 8) {
+      _mm256_store_ps(buf + c,
+                      _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + c))));
+    }
+    for (; c < cols; ++c) buf[c] = HalfToFloat(h[c]);
+  } else {
+    for (; c + 8 <= cols; c += 8) {
+      const __m256i v =
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + c)));
+      _mm256_store_ps(buf + c, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; c < cols; ++c) buf[c] = Bf16ToFp32(h[c]);
+  }
+  return buf;
+}
+
+template <int R, int T>
+void FloatTile(const float* const* wrow, const float* x, int64_t cols, int64_t t0, int64_t r0,
+               int64_t rows_total, float* y) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    __m256 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_ps(wrow[r] + c);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + (t0 + t) * cols + c);
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      float sum = HSum(acc[r][t]);
+      for (int64_t k = c; k < cols; ++k) sum += wrow[r][k] * x[(t0 + t) * cols + k];
+      y[(t0 + t) * rows_total + r0 + r] = sum;
+    }
+  }
+}
+
+template <int R, int kMaxT>
+void FloatRows(const float* const* wrow, const float* x, int64_t num_tokens, int64_t cols,
+               int64_t r0, int nr, int64_t rows_total, float* y) {
+  if constexpr (R > 1) {
+    if (nr < R) return FloatRows<R - 1, kMaxT>(wrow, x, num_tokens, cols, r0, nr, rows_total, y);
+  }
+  int64_t t0 = 0;
+  for (; t0 + kMaxT <= num_tokens; t0 += kMaxT) {
+    FloatTile<R, kMaxT>(wrow, x, cols, t0, r0, rows_total, y);
+  }
+  for (; t0 < num_tokens; ++t0) FloatTile<R, 1>(wrow, x, cols, t0, r0, rows_total, y);
+}
+
+template <int kMaxR, int kMaxT>
+void FloatX86(const WeightView& w, const float* x, int64_t num_tokens, int64_t row_begin,
+              int64_t row_end, float* y) {
+  thread_local RowScratch scratch;
+  scratch.Reserve(kMaxR, w.cols);
+  const int64_t row_bytes = static_cast<int64_t>(*RowBytes(w.dtype, w.cols));
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxR) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMaxR, row_end - r0));
+    const float* wrow[kMaxR];
+    for (int r = 0; r < nr; ++r) {
+      wrow[r] = RowAsFloat(w.dtype, data + (r0 + r) * row_bytes, w.cols, scratch.f(r));
+    }
+    FloatRows<kMaxR, kMaxT>(wrow, x, num_tokens, w.cols, r0, nr, w.rows, y);
+  }
+}
+
+}  // namespace
+}  // namespace cleave::kernels::cpu

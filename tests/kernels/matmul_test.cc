@@ -1,0 +1,146 @@
+// MatMul on every ISA level this CPU has x every weight format x a table of shapes, against the
+// scalar double-precision MatMulReference.
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/quant_formats.h"
+
+namespace cleave::kernels {
+namespace {
+
+struct Shape {
+  int64_t rows, cols, num_tokens;
+};
+
+const DType kFormats[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0, DType::kQ4_0,
+                          DType::kQ4_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+std::vector<Shape> Shapes() {
+  std::vector<Shape> shapes;
+  for (int64_t cols : {256, 512, 576, 1536}) {
+    for (int64_t rows : {1, 7, 16, 33}) {
+      for (int64_t tokens : {1, 3, 17}) shapes.push_back({rows, cols, tokens});
+    }
+  }
+  return shapes;
+}
+
+// Weights quantized from Gaussian values (rows get different magnitudes, so blocks of very
+// different scales meet in one product), plus activations with an outlier channel, as real
+// hidden states have.
+struct Problem {
+  std::vector<uint8_t> weights;
+  std::vector<float> x;
+  WeightView view;
+};
+
+Problem MakeProblem(DType dtype, const Shape& s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Problem p;
+  const int64_t row_bytes = static_cast<int64_t>(*RowBytes(dtype, s.cols));
+  p.weights.resize(row_bytes * s.rows);
+  std::vector<float> row(s.cols);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const float scale = 0.01f * (1 + r % 5);
+    for (float& v : row) v = normal(rng) * scale;
+    QuantizeRow(dtype, row.data(), p.weights.data() + r * row_bytes, s.cols);
+  }
+  p.x.resize(s.num_tokens * s.cols);
+  for (float& v : p.x) v = normal(rng);
+  for (int64_t t = 0; t < s.num_tokens; ++t) p.x[t * s.cols + 5] = 40.0f;  // outlier channel
+  p.view = WeightView{dtype, p.weights.data(), s.rows, s.cols};
+  return p;
+}
+
+// Error bound for y[t, r].
+//
+// Quantized formats: the weights are used exactly (the integer codes and their scales), but
+// each block of 32 activations is rounded to d * q with d = max|x_block| / 127, an error of at
+// most d / 2 per element. So |y - y_ref| <= sum_blocks (d_b / 2) * sum_{i in b} |w_i|, plus
+// float rounding of the per-block partial sums.
+// Float formats: only rounding, bounded by cols * eps * sum |w| |x| (worst-case summation).
+double Tolerance(const std::vector<float>& w_row, const float* x, int64_t cols, bool quantized) {
+  double abs_sum = 0, act_bound = 0;
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    double amax = 0, wabs = 0;
+    for (int i = 0; i < 32; ++i) {
+      amax = std::max(amax, std::fabs(static_cast<double>(x[32 * b + i])));
+      wabs += std::fabs(w_row[32 * b + i]);
+      abs_sum += std::fabs(static_cast<double>(w_row[32 * b + i]) * x[32 * b + i]);
+    }
+    act_bound += amax / 127 / 2 * wabs;
+  }
+  const double rounding = static_cast<double>(cols) * 6e-8 * abs_sum;
+  return (quantized ? act_bound * 1.001 : 0) + rounding + 1e-30;
+}
+
+class MatMulTest : public ::testing::TestWithParam<cpu::Isa> {};
+
+TEST_P(MatMulTest, AllFormatsAndShapesMatchReference) {
+  const cpu::Isa isa = GetParam();
+  ThreadPool pool(2);
+  uint32_t seed = 1;
+  for (DType dtype : kFormats) {
+    for (const Shape& s : Shapes()) {
+      if (!RowBytes(dtype, s.cols).has_value()) continue;  // K-quants need cols % 256 == 0
+      SCOPED_TRACE(std::string(DTypeName(dtype)) + " rows=" + std::to_string(s.rows) +
+                   " cols=" + std::to_string(s.cols) + " tokens=" + std::to_string(s.num_tokens));
+      Problem p = MakeProblem(dtype, s, seed++);
+      std::vector<float> ref(s.num_tokens * s.rows), y(s.num_tokens * s.rows, NAN);
+      MatMulReference(p.view, p.x.data(), s.num_tokens, ref.data());
+      MatMul(p.view, p.x.data(), s.num_tokens, y.data(), pool, isa);
+      const bool quantized = dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16;
+      const int64_t row_bytes = static_cast<int64_t>(*RowBytes(dtype, s.cols));
+      std::vector<float> w_row(s.cols);
+      int failures = 0;
+      for (int64_t r = 0; r < s.rows; ++r) {
+        DequantizeRow(dtype, p.weights.data() + r * row_bytes, w_row.data(), s.cols);
+        for (int64_t t = 0; t < s.num_tokens; ++t) {
+          const double tol = Tolerance(w_row, p.x.data() + t * s.cols, s.cols, quantized);
+          const double got = y[t * s.rows + r], want = ref[t * s.rows + r];
+          if (!(std::fabs(got - want) <= tol) && ++failures <= 3) {
+            ADD_FAILURE() << "r=" << r << " t=" << t << " got " << got << " want " << want
+                          << " tol " << tol;
+          }
+        }
+      }
+      if (failures > 0) return;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, MatMulTest, ::testing::ValuesIn(cpu::SupportedIsas()),
+                         [](const auto& info) { return std::string(cpu::IsaName(info.param)); });
+
+TEST(MatMul, GetRowsMatchesDequantize) {
+  for (DType dtype : kFormats) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    Problem p = MakeProblem(dtype, {9, 256, 1}, 99);
+    const int32_t ids[] = {8, 0, 3, 3};
+    std::vector<float> got(4 * 256), want(256);
+    GetRows(p.view, ids, 4, got.data());
+    const int64_t row_bytes = static_cast<int64_t>(*RowBytes(dtype, 256));
+    for (int i = 0; i < 4; ++i) {
+      DequantizeRow(dtype, p.weights.data() + ids[i] * row_bytes, want.data(), 256);
+      for (int c = 0; c < 256; ++c) ASSERT_EQ(got[i * 256 + c], want[c]) << i << " " << c;
+    }
+  }
+}
+
+TEST(MatMul, DispatchListsScalarFirst) {
+  const auto isas = cpu::SupportedIsas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), cpu::Isa::kScalar);
+  EXPECT_EQ(isas.back(), cpu::DetectedIsa());
+  EXPECT_TRUE(cpu::IsaSupported(cpu::ActiveIsa()));
+}
+
+}  // namespace
+}  // namespace cleave::kernels
