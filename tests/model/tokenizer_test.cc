@@ -9,9 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "model/gguf.h"
 #include "model/pretokenizer.h"
@@ -140,9 +142,10 @@ TEST_P(TokenizerFixtureTest, MatchesHuggingFace) {
 
 // The pre-tokenizer's pieces against HF's pre_tokenize_str (independent of the vocabulary, so
 // this separates e.g. Llama 3's digit triples from Qwen2's single digits).
-TEST_P(TokenizerFixtureTest, PreTokenizerSplitsMatchHuggingFace) {
+class PreTokenizerFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PreTokenizerFixtureTest, SplitsMatchHuggingFace) {
   json fixture = LoadFixture(GetParam() + ".json");
-  if (!fixture.contains("splits")) GTEST_SKIP() << "no pre-tokenizer in this fixture";
   auto pre = PreTokenizer::Create(fixture.at("pre").get<std::string>());
   ASSERT_TRUE(pre.ok()) << pre.status().ToString();
   for (const auto& c : fixture.at("splits")) {
@@ -156,6 +159,30 @@ TEST_P(TokenizerFixtureTest, PreTokenizerSplitsMatchHuggingFace) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerFixtureTest,
                          ::testing::Values("smollm", "llama3", "qwen2", "gpt2", "spm"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, PreTokenizerFixtureTest,
+                         ::testing::Values("smollm", "llama3", "qwen2", "gpt2"));
+
+// A Tokenizer is shared by request threads: concurrent Encode calls must agree.
+TEST(TokenizerGguf, ConcurrentEncode) {
+  const TokenizerData* data = DefaultModelData();
+  if (data == nullptr) GTEST_SKIP() << "default model not installed (scripts/setup.sh)";
+  auto made = Tokenizer::Create(*data);
+  ASSERT_TRUE(made.ok());
+  const Tokenizer& tok = **made;
+  const std::string text = "Threads share one tokenizer: 1234 café 你好 😀\n\tdon't <|im_end|>";
+  const std::vector<TokenId> expected = tok.Encode(text, true, true);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        if (tok.Encode(text, true, true) != expected) ++mismatches;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
 
 TEST(TokenizerGguf, DefaultModel) {
   std::string path = testing::DefaultModelPath();
