@@ -10,5 +10,6 @@ namespace cleave::app {
 void RegisterInspect(CLI::App& app, int& exit_code);
 void RegisterGenerate(CLI::App& app, int& exit_code);
 void RegisterChat(CLI::App& app, int& exit_code);
+void RegisterServe(CLI::App& app, int& exit_code);
 
 }  // namespace cleave::app
