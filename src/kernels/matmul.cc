@@ -93,6 +93,7 @@ void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, T
   CheckWeight(w);
   if (num_tokens <= 0 || w.rows <= 0) return;
   const cpu::MatMulKernels& kernels = KernelsFor(isa);
+  if (kernels.direct != nullptr && kernels.direct(w, x, num_tokens, y, pool)) return;
   if (IsFloatType(w.dtype)) {
     pool.ParallelFor(w.rows, kernels.row_grain, [&](int64_t begin, int64_t end) {
       kernels.floating(w, x, num_tokens, begin, end, y);

@@ -15,7 +15,8 @@ struct DotVnni {
 }  // namespace
 
 const MatMulKernels& Avx512MatMulKernels() {
-  static const MatMulKernels kernels{QuantizedX86<DotVnni, 4, 4>, FloatX86<4, 4>, 4};
+  static const MatMulKernels kernels{QuantizedX86<DotVnni, 4, 4>, FloatX86<4, 4>, 4,
+                                     LegacyMatMulAvx512};
   return kernels;
 }
 

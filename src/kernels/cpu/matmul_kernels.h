@@ -33,15 +33,25 @@ using QuantMatMulFn = void (*)(const WeightView& w, const QuantizedActivations& 
 using FloatMatMulFn = void (*)(const WeightView& w, const float* x, int64_t num_tokens,
                                int64_t row_begin, int64_t row_end, float* y);
 
+// A whole MatMul done by a level-specific path with its own activation layout; returns false
+// (having done nothing) when it has no such path for w.dtype.
+using DirectMatMulFn = bool (*)(const WeightView& w, const float* x, int64_t num_tokens, float* y,
+                                ThreadPool& pool);
+
 struct MatMulKernels {
-  QuantMatMulFn quantized;  // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
-  FloatMatMulFn floating;   // F32, F16, BF16
-  int row_grain;            // rows per kernel tile; ParallelFor ranges are multiples of it
+  QuantMatMulFn quantized;          // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
+  FloatMatMulFn floating;           // F32, F16, BF16
+  int row_grain;                    // rows per kernel tile; ParallelFor ranges are multiples of it
+  DirectMatMulFn direct = nullptr;  // tried first when set
 };
 
 // One table per ISA; only call the ones IsaSupported() says this CPU can run.
 const MatMulKernels& ScalarMatMulKernels();
 const MatMulKernels& Avx2MatMulKernels();
 const MatMulKernels& Avx512MatMulKernels();
+
+// AVX-512 VNNI path for Q4_0, Q4_1 and Q8_0 (matmul_legacy_avx512.cc), a DirectMatMulFn.
+bool LegacyMatMulAvx512(const WeightView& w, const float* x, int64_t num_tokens, float* y,
+                        ThreadPool& pool);
 
 }  // namespace cleave::kernels::cpu
