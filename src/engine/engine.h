@@ -37,8 +37,8 @@ struct EngineConfig {
   int32_t block_size = 16;
   bool enable_prefix_caching = true;
   SchedulerConfig scheduler{};
-  int32_t max_model_len = 0;      // prompt + output limit; 0: the KV capacity
-  uint64_t seed = 0;              // draws the seeds of requests that bring none
+  int32_t max_model_len = 0;        // prompt + output limit; 0: the KV capacity
+  uint64_t seed = 0;                // draws the seeds of requests that bring none
   std::function<double()> clock{};  // seconds; default: steady clock since construction
 };
 

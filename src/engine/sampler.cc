@@ -57,8 +57,10 @@ void ApplyLogitBias(std::span<float> logits, const SamplingParams& params) {
 void ApplyMinTokens(std::span<float> logits, const SamplingParams& params, int32_t num_output,
                     std::span<const TokenId> eog_ids) {
   if (num_output >= params.min_tokens) return;
-  for (TokenId id : eog_ids) {
-    if (InVocab(id, logits.size())) logits[id] = kNegInf;
+  if (!params.ignore_eos) {  // as vLLM: with ignore_eos, EOG tokens are ordinary tokens
+    for (TokenId id : eog_ids) {
+      if (InVocab(id, logits.size())) logits[id] = kNegInf;
+    }
   }
   for (TokenId id : params.stop_token_ids) {
     if (InVocab(id, logits.size())) logits[id] = kNegInf;

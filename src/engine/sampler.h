@@ -74,7 +74,8 @@ struct SampleResult {
 // One row's processing steps, exposed for tests. All work in place on logits [vocab].
 namespace sampling {
 void ApplyLogitBias(std::span<float> logits, const SamplingParams& params);
-// Masks (sets to -inf) `eog_ids` and params.stop_token_ids while num_output < min_tokens.
+// Masks (sets to -inf) params.stop_token_ids, and `eog_ids` unless ignore_eos, while
+// num_output < min_tokens.
 void ApplyMinTokens(std::span<float> logits, const SamplingParams& params, int32_t num_output,
                     std::span<const TokenId> eog_ids);
 void ApplyPenalties(std::span<float> logits, const SamplingParams& params,

@@ -130,6 +130,11 @@ TEST(SamplerTest, LogitBiasAndMinTokens) {
   std::vector<float> unmasked = l;
   sampling::ApplyMinTokens(unmasked, p, 2, std::vector<TokenId>{0});
   EXPECT_EQ(unmasked, l);
+  p.ignore_eos = true;  // EOG is then an ordinary token; stop ids stay masked
+  std::vector<float> ignoring = l;
+  sampling::ApplyMinTokens(ignoring, p, 1, std::vector<TokenId>{0});
+  EXPECT_EQ(ignoring[0], l[0]);
+  EXPECT_EQ(ignoring[3], -kInf);
 }
 
 TEST(SamplerTest, SeededSamplingIsReproducibleAndFollowsTheDistribution) {
