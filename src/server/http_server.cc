@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <random>
 #include <unordered_map>
@@ -226,6 +227,19 @@ httplib::Server::HandlerResponse HttpServer::Impl::PreRoute(const httplib::Reque
     SendError(res, ErrorForHttpStatus(431));
     return HR::Handled;
   }
+  // Refuse an oversize body from its declared length, before reading (and buffering) it.
+  if (req.has_header("Content-Length")) {
+    const std::string len = req.get_header_value("Content-Length");
+    uint64_t n = 0;
+    auto [ptr, ec] = std::from_chars(len.data(), len.data() + len.size(), n);
+    if (ec != std::errc() || ptr != len.data() + len.size() || n > config.max_body_bytes) {
+      SendError(res, ec == std::errc() && ptr == len.data() + len.size()
+                         ? PayloadTooLarge(config.max_body_bytes)
+                         : BadRequest("Invalid Content-Length header."));
+      res.set_header("Connection", "close");
+      return HR::Handled;
+    }
+  }
   if (!config.api_key.empty() && NeedsAuth(req.path)) {
     const std::string auth = req.get_header_value("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
@@ -380,10 +394,14 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
     const size_t prompt_index = size_t(index) / size_t(s.request.n);
     s.cached_tokens[prompt_index] =
         std::max<int64_t>(s.cached_tokens[prompt_index], out.num_cached_tokens);
+    const bool has_content = !out.token_ids.empty() || !out.text.empty() || out.finished;
     delta->index = index;
-    delta->first = !c.started;
+    delta->first = !c.started && has_content;
     delta->text = out.text;
-    if (!c.started && s.request.echo) delta->text = s.prompts[prompt_index].echo_text + delta->text;
+    if (delta->first && s.request.echo) {
+      delta->text = s.prompts[prompt_index].echo_text + delta->text;
+    }
+    if (has_content) c.started = true;
     delta->token_ids = out.token_ids;
     delta->logprobs = out.logprobs;
     delta->text_offset = c.text_bytes;
@@ -420,13 +438,13 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
     if (cancelled)
       return SendError(
           res, ServiceUnavailable("The request was cancelled: the server is shutting down."));
+    const Usage usage = usage_of(*st);  // before the results are moved out
     std::vector<ChoiceResult> results;
     for (ChoiceState& c : st->choices) results.push_back(std::move(c.result));
     const json response =
         kind == ApiKind::kChat
-            ? ChatResponse(st->meta, results, usage_of(*st), st->request.logprobs, token_text)
-            : CompletionResponse(st->meta, results, usage_of(*st), st->request.logprobs,
-                                 token_text);
+            ? ChatResponse(st->meta, results, usage, st->request.logprobs, token_text)
+            : CompletionResponse(st->meta, results, usage, st->request.logprobs, token_text);
     return SendJson(res, 200, response);
   }
 
@@ -468,7 +486,6 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
             // Nothing new (e.g. text held back for a stop string, or a cancel): no chunk.
             if (delta.token_ids.empty() && delta.text.empty() && delta.finish_reason.empty())
               continue;
-            st->choices[delta.index].started = true;
             const json chunk =
                 kind == ApiKind::kChat
                     ? ChatChunk(st->meta, delta, st->request.logprobs, token_text)
