@@ -130,6 +130,11 @@ Status Engine::Step() {
   {
     std::lock_guard lock(mu_);
     batch = scheduler_.Schedule();
+    const double now = config_.clock();
+    for (const ScheduledSeq& s : batch.seqs) {
+      Sequence* seq = scheduler_.Find(s.request_id);
+      if (seq != nullptr && seq->first_scheduled_time_s < 0) seq->first_scheduled_time_s = now;
+    }
     for (RequestId id : batch.failed) {
       RequestOutput out = NewOutput(*scheduler_.Find(id), streams_.at(id));
       out.error = "request needs more KV cache than this worker has";
@@ -220,6 +225,7 @@ RequestOutput Engine::NewOutput(const Sequence& seq, const Stream& stream) const
   out.first_token_time_s = stream.first_token_time_s;
   out.num_prompt_tokens = seq.num_prompt_tokens();
   out.num_cached_tokens = seq.num_cached_prompt_tokens;
+  out.first_scheduled_time_s = seq.first_scheduled_time_s;
   return out;
 }
 

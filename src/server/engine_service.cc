@@ -189,6 +189,9 @@ void EngineService::Loop() {
 
 void EngineService::Observe(Tracked& t, const RequestOutput& out) {
   if (!metrics_) return;
+  if (t.first_scheduled_s < 0 && out.first_scheduled_time_s >= 0) {
+    t.first_scheduled_s = out.first_scheduled_time_s;
+  }
   if (!out.token_ids.empty()) {
     if (t.queued) metrics_->AddPromptTokens(t.num_prompt_tokens);
     for (double time : out.token_times_s) {
@@ -206,10 +209,12 @@ void EngineService::Observe(Tracked& t, const RequestOutput& out) {
   if (out.finished) {
     const double decode_s = t.first_token_s >= 0 ? t.last_token_s - t.first_token_s : -1;
     const double tpot_s = t.num_tokens > 1 ? decode_s / double(t.num_tokens - 1) : -1;
-    const double prefill_s = t.first_token_s >= 0 ? t.first_token_s - t.arrival_s : -1;
-    metrics_->ObserveFinished(ApiFinishReason(out.finish_reason), now() - t.arrival_s,
-                              /*queue_s=*/-1, prefill_s, decode_s, tpot_s, t.num_prompt_tokens,
-                              t.num_tokens);
+    const double queue_s = t.first_scheduled_s >= 0 ? t.first_scheduled_s - t.arrival_s : -1;
+    const double prefill_s = t.first_token_s >= 0 && t.first_scheduled_s >= 0
+                                 ? t.first_token_s - t.first_scheduled_s
+                                 : -1;
+    metrics_->ObserveFinished(ApiFinishReason(out.finish_reason), now() - t.arrival_s, queue_s,
+                              prefill_s, decode_s, tpot_s, t.num_prompt_tokens, t.num_tokens);
   }
 }
 

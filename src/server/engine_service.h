@@ -91,6 +91,7 @@ class EngineService {
     double arrival_s = 0;
     int32_t num_prompt_tokens = 0;
     bool queued = true;  // no token yet; counted in queued_requests_/queued_tokens_
+    double first_scheduled_s = -1;
     double first_token_s = -1;
     double last_token_s = -1;
     int64_t num_tokens = 0;

@@ -499,6 +499,9 @@ def test_64_concurrent_streams_with_disconnects(server, model_id):
         assert time.time() < deadline, f"running={running} free={free}/{total}"
         time.sleep(0.2)
     assert metric(values, "cleave:client_disconnects_total") >= 1
+    for name in ("vllm:time_to_first_token_seconds_count", "vllm:request_queue_time_seconds_count",
+                 "vllm:request_prefill_time_seconds_count", "vllm:e2e_request_latency_seconds_count"):
+        assert metric(values, name) >= 48, name
     assert metric(values, abort_name) - aborts_before == 16
     assert server.alive()
 
