@@ -20,18 +20,17 @@ struct UrlParts {
 };
 
 Result<UrlParts> SplitBaseUrl(const std::string& url) {
-  constexpr std::string_view kHttp = "http://";
-  if (url.rfind("https://", 0) == 0) {
-    return Unimplemented(
-        "https is not supported by this build (no TLS); use http:// or a local "
-        "TLS-terminating proxy");
+  // Debian's cpp-httplib is built with OpenSSL, so https:// works as well as http://.
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos ||
+      (url.compare(0, scheme_end, "http") != 0 && url.compare(0, scheme_end, "https") != 0)) {
+    return InvalidArgument("base URL must start with http:// or https://: '{}'", url);
   }
-  if (url.rfind(kHttp, 0) != 0)
-    return InvalidArgument("base URL must start with http://: '{}'", url);
-  size_t slash = url.find('/', kHttp.size());
+  const size_t host_begin = scheme_end + 3;
+  size_t slash = url.find('/', host_begin);
   UrlParts parts;
   parts.scheme_host_port = url.substr(0, slash);
-  if (parts.scheme_host_port.size() == kHttp.size()) {
+  if (parts.scheme_host_port.size() == host_begin) {
     return InvalidArgument("base URL has no host: '{}'", url);
   }
   if (slash != std::string::npos) {
@@ -289,12 +288,19 @@ Result<std::string> FetchFirstModel(const ClientConfig& config) {
 Status CheckReady(const ClientConfig& config) {
   CLEAVE_ASSIGN_OR_RETURN(UrlParts url, SplitBaseUrl(config.base_url));
   auto http = MakeHttpClient(url, config);
-  for (const char* path : {"/health", "/v1/models"}) {
-    auto res = http->Get(url.prefix + path);
-    if (!res) return Unavailable("{}: {}", config.base_url, httplib::to_string(res.error()));
-    if (res->status == 200) return Status::Ok();
+  // /health is authoritative where it exists (503 while loading, as vLLM and llama-server do);
+  // servers without it are ready once /v1/models answers.
+  auto health = http->Get(url.prefix + "/health");
+  if (!health) return Unavailable("{}: {}", config.base_url, httplib::to_string(health.error()));
+  if (health->status == 200) return Status::Ok();
+  if (health->status != 404) {
+    return Unavailable("{}/health: HTTP {} {}", config.base_url, health->status,
+                       ErrorMessageFromBody(health->body));
   }
-  return Unavailable("{} answers but neither /health nor /v1/models returns 200", config.base_url);
+  auto models = http->Get(url.prefix + "/v1/models");
+  if (!models) return Unavailable("{}: {}", config.base_url, httplib::to_string(models.error()));
+  if (models->status == 200) return Status::Ok();
+  return Unavailable("{}/v1/models: HTTP {}", config.base_url, models->status);
 }
 
 HttpTokenCounter::HttpTokenCounter(const ClientConfig& config) : config_(config) {}

@@ -180,10 +180,10 @@ std::string FormatSweepTable(const std::vector<json>& runs, const RunMeta& meta)
                            : fmt::format("{:.3g}", r["request_rate"].get<double>());
     double attain = r["slo_attainment"].is_number() ? 100 * r["slo_attainment"].get<double>() : NAN;
     double goodput = r["request_goodput"].is_number() ? r["request_goodput"].get<double>() : NAN;
-    s += fmt::format("{:>10} {:>10.1f} {:>12.3f} {:>12.3f} {:>7} {:>12.1f} {:>12.1f}\n", rate,
+    s += fmt::format("{:>10} {:>10.1f} {:>12.3f} {:>12.3f} {:>7} {:>12.1f} {:>12.1f}  {}\n", rate,
                      attain, goodput, r["request_throughput"].get<double>(),
                      r["failed"].get<int64_t>(), r.value(p + "_ttft_ms", 0.0),
-                     r.value(p + "_tpot_ms", 0.0));
+                     r.value(p + "_tpot_ms", 0.0), r.value("kind", ""));
   }
   return s;
 }
