@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "apps/session.h"
 #include "core/log.h"
+#include "kernels/cpu/dispatch.h"
 #include "model/model_path.h"
 
 namespace cleave::app {
@@ -71,6 +72,7 @@ struct Loaded {
 
 Result<Loaded> LoadForSession(const GenerateOptions& o) {
   CLEAVE_ASSIGN_OR_RETURN(std::string path, ResolveModelPath(o.model));
+  kernels::cpu::LogIsaChoice();
   auto start = std::chrono::steady_clock::now();
   Loaded l;
   CLEAVE_ASSIGN_OR_RETURN(l.model, Model::Load(path));

@@ -70,6 +70,8 @@ struct FormatCase {
   double tolerance;  // max |logit difference|; see the file comment
 };
 
+void PrintTo(const FormatCase& fc, std::ostream* os) { *os << fc.name; }
+
 class SyntheticForwardTest : public ::testing::TestWithParam<FormatCase> {};
 
 TEST_P(SyntheticForwardTest, MatchesReference) {
