@@ -2,6 +2,7 @@
 //   cleave inspect MODEL      metadata, tensors and a summary of a GGUF file
 //   cleave generate -p TEXT   run a prompt through the model and stream the continuation
 //   cleave chat               interactive multi-turn chat
+//   cleave profile            prompt/generation throughput of the forward pass
 //   cleave bench              goodput and latency of any OpenAI-compatible server
 //   cleave serve              OpenAI-compatible HTTP server
 #include <CLI/CLI.hpp>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   cleave::app::RegisterInspect(app, exit_code);
   cleave::app::RegisterGenerate(app, exit_code);
   cleave::app::RegisterChat(app, exit_code);
+  cleave::app::RegisterProfile(app, exit_code);
   cleave::app::RegisterBench(app, exit_code);
   cleave::app::RegisterServe(app, exit_code);
   app.parse_complete_callback([&] { cleave::InitLogging(verbose); });

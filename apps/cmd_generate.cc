@@ -4,12 +4,16 @@
 
 #include <fmt/format.h>
 
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "apps/commands.h"
 #include "apps/session.h"
+#include "engine/engine.h"
+#include "engine/model_executor.h"
 #include "core/log.h"
 #include "kernels/cpu/dispatch.h"
 #include "model/model_path.h"
@@ -32,6 +36,7 @@ struct GenerateOptions {
   int threads = 0;
   int64_t context = 0;
   bool ignore_eos = false;
+  std::string batch_file;
 };
 
 void AddModelAndSamplingFlags(CLI::App* cmd, GenerateOptions& o) {
@@ -141,6 +146,105 @@ int RunGenerate(const GenerateOptions& o) {
   return 0;
 }
 
+// --batch-file: every non-empty line is a prompt; all run through the engine at once
+// (continuous batching), and the outputs are printed in file order.
+int RunBatch(const GenerateOptions& o) {
+  std::ifstream in(o.batch_file);
+  if (!in) {
+    fmt::print(stderr, "error: cannot read {}\n", o.batch_file);
+    return 1;
+  }
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  if (lines.empty()) {
+    fmt::print(stderr, "error: {} has no prompts\n", o.batch_file);
+    return 1;
+  }
+  auto path = ResolveModelPath(o.model);
+  if (!path.ok()) {
+    fmt::print(stderr, "error: {}\n", path.status().message());
+    return 1;
+  }
+  kernels::cpu::LogIsaChoice();
+  auto model = Model::Load(*path);
+  if (!model.ok()) {
+    fmt::print(stderr, "error: {}\n", model.status().message());
+    return 1;
+  }
+  const Tokenizer& tok = (*model)->tokenizer();
+  std::vector<std::vector<TokenId>> prompts;
+  int64_t total_tokens = 0;
+  for (const std::string& line : lines) {
+    Result<std::vector<TokenId>> ids = std::vector<TokenId>{};
+    if (o.chat) {
+      nlohmann::json messages = nlohmann::json::array();
+      if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+      messages.push_back({{"role", "user"}, {"content", line}});
+      ids = ChatPrompt(**model, messages);
+    } else {
+      ids = tok.Encode(line, /*add_special=*/true, /*parse_special=*/false);
+    }
+    if (!ids.ok()) {
+      fmt::print(stderr, "error: {}\n", ids.status().message());
+      return 1;
+    }
+    total_tokens += static_cast<int64_t>(ids->size()) + o.max_tokens;
+    prompts.push_back(std::move(ids).value());
+  }
+  EngineConfig config;
+  config.block_size = 16;
+  config.num_blocks = static_cast<int32_t>(total_tokens / config.block_size + 2 * prompts.size() + 16);
+  config.seed = PickSeed(o.seed);
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ModelExecutor executor(**model, config.num_blocks, config.block_size, threads);
+  Engine engine(config, &executor, &tok);
+  std::map<RequestId, size_t> index;
+  std::vector<std::string> texts(prompts.size());
+  std::vector<std::string> reasons(prompts.size());
+  SamplingParams params = ToSamplingParams(o);
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request r;
+    r.prompt = prompts[i];
+    r.params = params;
+    if (o.seed >= 0) r.params.seed = static_cast<uint64_t>(o.seed) + i;
+    auto id = engine.AddRequest(std::move(r));
+    if (!id.ok()) {
+      fmt::print(stderr, "error: prompt {}: {}\n", i + 1, id.status().message());
+      return 1;
+    }
+    index[*id] = i;
+  }
+  int64_t generated = 0, prompt_tokens = 0;
+  while (engine.HasUnfinished()) {
+    Status s = engine.Step();
+    if (!s.ok()) {
+      fmt::print(stderr, "error: {}\n", s.message());
+      return 1;
+    }
+    for (RequestOutput& out : engine.PollOutputs()) {
+      const size_t i = index[out.request_id];
+      texts[i] += out.text;
+      generated += static_cast<int64_t>(out.token_ids.size());
+      if (out.finished) {
+        reasons[i] = std::string(FinishReasonName(out.finish_reason));
+        prompt_tokens += out.num_prompt_tokens;
+      }
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    fmt::print("=== [{}] {}\n{}\n[finish: {}]\n\n", i + 1, lines[i], texts[i], reasons[i]);
+  }
+  fmt::print(stderr, "{} prompts: {} prompt + {} generated tokens in {:.2f} s ({:.1f} generated tok/s, {} preemptions)\n",
+             prompts.size(), prompt_tokens, generated, seconds, generated / std::max(1e-9, seconds),
+             engine.num_preemptions());
+  return 0;
+}
+
 int RunChat(const GenerateOptions& o) {
   auto loaded = LoadForSession(o);
   if (!loaded.ok()) {
@@ -193,10 +297,20 @@ int RunChat(const GenerateOptions& o) {
 void RegisterGenerate(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<GenerateOptions>();
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streamed to stdout");
-  cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
+  auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  auto* batch = cmd->add_option("--batch-file", o->batch_file,
+                                "Run every line of this file as a prompt, all batched at once");
+  prompt->excludes(batch);
   cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the model's chat template");
   AddModelAndSamplingFlags(cmd, *o);
-  cmd->callback([o, &exit_code] { exit_code = RunGenerate(*o); });
+  cmd->callback([o, &exit_code] {
+    if (o->prompt.empty() && o->batch_file.empty()) {
+      fmt::print(stderr, "error: give a prompt with -p or a file of prompts with --batch-file\n");
+      exit_code = 2;
+      return;
+    }
+    exit_code = o->batch_file.empty() ? RunGenerate(*o) : RunBatch(*o);
+  });
 }
 
 void RegisterChat(CLI::App& app, int& exit_code) {

@@ -10,6 +10,7 @@ namespace cleave::app {
 void RegisterInspect(CLI::App& app, int& exit_code);
 void RegisterGenerate(CLI::App& app, int& exit_code);
 void RegisterChat(CLI::App& app, int& exit_code);
+void RegisterProfile(CLI::App& app, int& exit_code);
 void RegisterBench(CLI::App& app, int& exit_code);
 void RegisterServe(CLI::App& app, int& exit_code);
 
