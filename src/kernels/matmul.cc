@@ -38,49 +38,31 @@ const cpu::MatMulKernels& KernelsFor(cpu::Isa isa) {
 
 // Scratch for quantized activations, reused across calls on the same thread.
 struct ActivationBuffer {
-  std::vector<int8_t> qs_storage;
+  std::vector<int16_t> qs_storage;
   std::vector<float> d;
   std::vector<float> s16;
 };
 
-void QuantizeTokenRow(const float* x, int64_t num_blocks, int8_t* qs, float* d, float* s16) {
-  for (int64_t j = 0; j < num_blocks; ++j) {
-    const float* xb = x + 32 * j;
-    float amax = 0;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float scale = amax / 127;
-    const float inv = amax > 0 ? 127 / amax : 0;
-    int sum[2] = {0, 0};
-    for (int i = 0; i < 32; ++i) {
-      const int q = static_cast<int>(std::nearbyint(xb[i] * inv));
-      qs[32 * j + i] = static_cast<int8_t>(q);
-      sum[i / 16] += q;
-    }
-    d[j] = scale;
-    s16[2 * j] = scale * sum[0];
-    s16[2 * j + 1] = scale * sum[1];
-  }
-}
-
 cpu::QuantizedActivations QuantizeActivations(const float* x, int64_t num_tokens, int64_t cols,
+                                              cpu::QuantizeRowFn quantize_row,
                                               ActivationBuffer& buf, ThreadPool& pool) {
   cpu::QuantizedActivations q;
   q.num_tokens = num_tokens;
   q.cols = cols;
   q.num_blocks = cols / 32;
   q.block_stride = (q.num_blocks + 7) / 8 * 8;
-  const size_t qs_bytes = static_cast<size_t>(num_tokens * q.block_stride * 32);
-  buf.qs_storage.assign(qs_bytes + 64, 0);
+  const size_t qs_elems = static_cast<size_t>(num_tokens * q.block_stride * 32);
+  buf.qs_storage.assign(qs_elems + 32, 0);
   buf.d.assign(num_tokens * q.block_stride, 0.0f);
   buf.s16.assign(num_tokens * q.block_stride * 2, 0.0f);
   const auto base = reinterpret_cast<uintptr_t>(buf.qs_storage.data());
-  q.qs = buf.qs_storage.data() + ((64 - base % 64) % 64);
+  q.qs = buf.qs_storage.data() + ((64 - base % 64) % 64) / sizeof(int16_t);
   q.d = buf.d.data();
   q.s16 = buf.s16.data();
   pool.ParallelFor(num_tokens, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      QuantizeTokenRow(x + t * cols, q.num_blocks, q.qs + t * q.block_stride * 32,
-                       q.d + t * q.block_stride, q.s16 + t * q.block_stride * 2);
+      quantize_row(x + t * cols, q.num_blocks, q.qs + t * q.block_stride * 32,
+                   q.d + t * q.block_stride, q.s16 + t * q.block_stride * 2);
     }
   });
   return q;
@@ -101,7 +83,10 @@ void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, T
     return;
   }
   thread_local ActivationBuffer buffer;
-  const cpu::QuantizedActivations q = QuantizeActivations(x, num_tokens, w.cols, buffer, pool);
+  const cpu::QuantizedActivations q = QuantizeActivations(
+      x, num_tokens, w.cols,
+      kernels.quantize != nullptr ? kernels.quantize : cpu::QuantizeActivationRowScalar, buffer,
+      pool);
   pool.ParallelFor(w.rows, kernels.row_grain,
                    [&](int64_t begin, int64_t end) { kernels.quantized(w, q, begin, end, y); });
 }

@@ -1,10 +1,12 @@
 // Matrix products of a weight matrix in any supported format (kernels/quant_formats.h) with F32
 // activations, the hot loop of every linear layer.
 //
-// Scheme: quantized weights multiply activations that MatMul quantizes once per call to int8
-// blocks of 32 (one float scale each, plus block sums for the formats' offset/min terms), using
-// integer dot products; F32/F16/BF16 weights use float FMA. Work is split over output rows
-// across the pool; for several tokens each weight block loaded is reused for a tile of tokens.
+// Scheme: quantized weights multiply activations that MatMul quantizes once per call to int16
+// blocks of 32 (scale max|x| / 32767 each, plus block sums for the formats' offset/min terms),
+// using int16 x int16 -> int32 dot products (int8 activations lose too much on real models'
+// outlier channels: see cpu/matmul_kernels.h); F32/F16/BF16 weights use float FMA. Work is split
+// over output rows across the pool; for several tokens each weight block loaded is reused for a
+// tile of tokens.
 #pragma once
 
 #include <cstdint>

@@ -4,12 +4,11 @@
 namespace cleave::kernels::cpu {
 namespace {
 
-// u8 x s8 dot product of 32 bytes into 8 int32 lanes (lane k sums elements 4k..4k+3).
-// maddubs saturates int16 at 2 * 255 * 127, so callers keep u < 128 (4/5/6-bit codes, or the
-// |w| of the sign trick for Q8_0).
+// int16 dot product of one block (halves w0/x0, w1/x1) into 8 int32 lanes: lane k sums
+// elements 2k, 2k+1, 16+2k, 17+2k. pmaddwd cannot overflow: |x| <= 32767.
 struct DotAvx2 {
-  static __m256i Dot(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  static __m256i Dot(__m256i w0, __m256i w1, __m256i x0, __m256i x1) {
+    return _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
   }
 };
 

@@ -5,10 +5,10 @@
 namespace cleave::kernels::cpu {
 namespace {
 
-// u8 x s8 dot product of 32 bytes into 8 int32 lanes with VNNI (no intermediate saturation).
+// The int16 block dot product of DotAvx2 with VNNI vpdpwssd (int16 pairs into int32).
 struct DotVnni {
-  static __m256i Dot(__m256i u, __m256i s) {
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+  static __m256i Dot(__m256i w0, __m256i w1, __m256i x0, __m256i x1) {
+    return _mm256_dpwssd_epi32(_mm256_madd_epi16(w0, x0), w1, x1);
   }
 };
 

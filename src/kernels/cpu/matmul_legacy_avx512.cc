@@ -1,29 +1,37 @@
 // AVX-512 VNNI MatMul for the legacy block formats Q4_0, Q4_1 and Q8_0 (the formats of the
 // default model and of common Q4_0/Q8_0 files), reading GGUF blocks in place with 512-bit
-// vectors and an activation layout arranged to match them.
+// vectors and an int16 activation layout arranged to match them (activations quantized as in
+// matmul_kernels.h: int16 per block of 32, d = amax / 32767).
 //
 // Q4_0 / Q4_1: a group is 4 weight blocks (128 elements). Their 4 x 16 nibble bytes load into
-// one zmm; `& 15` gives the first 16 elements of each block, `>> 4` the last 16. Activations
-// are stored in that order, so two vpdpbusd give int32 lane 4k + l = partial dot of block k:
+// one zmm, 128-bit lane k = block k; vpunpck{l,h}bw with zero widens bytes 0..7 / 8..15 of each
+// block to int16, and `& 15` / `>> 4` of those give 4 registers w[p], p = 0..3, with lane k
+// holding elements 8p..8p+7 of block k. Activations are stored in that order, so four
+// vpdpwssd give int32 lanes 4k..4k+3 = partial dots of block k:
 //
-//   XQ4Group (320 bytes, per token per 4 blocks)
-//   +-----------------------+-----------------------+-----------+--------------+-----------+
-//   | int8 lo[64]           | int8 hi[64]           | f32 dx[16]| i32 bias8[16]| f32 s[16] |
-//   | blk0[0..15] .. blk3   | blk0[16..31] .. blk3  | d_k x4    | -8 * lane sum| dx * sum  |
-//   +-----------------------+-----------------------+-----------+--------------+-----------+
+//   XQ4Group (448 bytes, per token per 4 blocks)
+//   +--------------------------------------+-----------+--------------+-----------+
+//   | int16 x[4][32]                        | f32 dx[16]| i32 bias8[16]| f32 s[16] |
+//   | x[p][8k + i] = block k element 8p + i | d_k x4    | -8 * sum_k   | dx * sum_k|
+//   +--------------------------------------+-----------+--------------+-----------+
+//   (bias8 and s hold block k's sum in lane 4k and 0 in lanes 4k+1..4k+3)
 //
 // The f16 scales (and Q4_1 mins) of the 4 blocks all lie in the group's first 64 bytes; one
 // vpermw spreads each to 4 lanes and vcvtph2ps makes them floats. Q4_0's "- 8" enters as the
-// dot's starting value bias8; Q4_1's min m multiplies s, the float lane sums.
+// dot's starting value bias8; Q4_1's min m multiplies s, the float block sums.
 //
-// Q8_0: a group is 2 blocks (64 elements, two 256-bit loads). vpdpbusd needs one unsigned
-// operand, so weights are used as w + 128 (xor 0x80) and the dot starts at -128 * lane sum:
+// Q8_0: a group is 2 blocks (64 elements). w[0] = vpmovsxbw of (block 0 bytes 0..15, block 1
+// bytes 0..15), w[1] the same for bytes 16..31, so int32 lanes 0..7 belong to block 0 and
+// 8..15 to block 1:
 //
-//   XQ8Group (192 bytes): | int8 q[64] (2 blocks) | f32 dx[16] (d_k x8) | i32 bias128[16] |
+//   XQ8Group (320 bytes): | int16 x[2][32]: x[h][16k + i] = block k element 16h + i |
+//                         | f32 dx[16] (d_k x8) |
+//
+// Overflow: |x| <= 32767, |w| <= 128 and 8 products per int32 lane: < 2^25.
 //
 // Tiling: for decode (few tokens) each weight group is expanded in registers and used for all
-// tokens; for prefill 4 rows are first expanded into L1-resident scratch, then every tile of
-// 4 tokens runs over them with 16 accumulators.
+// tokens; for prefill 4 rows are first expanded into scratch, then every tile of 4 tokens runs
+// over them with 16 accumulators.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -45,22 +53,19 @@ namespace cleave::kernels::cpu {
 namespace {
 
 struct alignas(64) XQ4Group {
-  int8_t lo[64];
-  int8_t hi[64];
+  int16_t x[4][32];
   float dx[16];
   int32_t bias8[16];
   float s[16];
 };
 struct alignas(64) XQ8Group {
-  int8_t q[64];
+  int16_t x[2][32];
   float dx[16];
-  int32_t bias128[16];
 };
 
-// Expanded weights of one group, as registers or as L1 scratch.
+// Expanded weights of one group, as registers or as scratch.
 struct alignas(64) WGroup {
-  __m512i lo;    // Q4: low nibbles; Q8: w ^ 0x80
-  __m512i hi;    // Q4: high nibbles; Q8: unused
+  __m512i w[4];  // int16 codes in the XGroup order (Q8_0 uses w[0], w[1])
   __m512 scale;  // d per lane
   __m512 min;    // Q4_1: m per lane
 };
@@ -106,16 +111,18 @@ inline void LoadGroup(const uint8_t* p, int valid_blocks, WGroup& g) {
   const int span = T::kBlockBytes * valid_blocks;
   const __mmask64 head_mask = span >= 64 ? ~__mmask64{0} : ((__mmask64{1} << span) - 1);
   const __m512i head = _mm512_maskz_loadu_epi8(head_mask, p);
+  const auto qs = [&](int k, int offset) {
+    return _mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(p + T::kBlockBytes * k + T::kQsOffset + offset));
+  };
   if constexpr (F == Fmt::kQ8_0) {
     const __m512i d_idx = ScaleIndex<34, 8, 0>::Load();
     g.scale = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_idx, head)));
-    __m512i v = _mm512_zextsi256_si512(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + T::kQsOffset)));
-    if (valid_blocks > 1) {
-      v = _mm512_inserti64x4(
-          v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 34 + T::kQsOffset)), 1);
+    for (int h = 0; h < 2; ++h) {
+      __m256i v = _mm256_castsi128_si256(qs(0, 16 * h));
+      v = _mm256_inserti128_si256(v, valid_blocks > 1 ? qs(1, 16 * h) : _mm_setzero_si128(), 1);
+      g.w[h] = _mm512_cvtepi8_epi16(v);
     }
-    g.lo = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
   } else {
     const __m512i d_idx = ScaleIndex<T::kBlockBytes, 4, 0>::Load();
     g.scale = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_idx, head)));
@@ -123,38 +130,38 @@ inline void LoadGroup(const uint8_t* p, int valid_blocks, WGroup& g) {
       const __m512i m_idx = ScaleIndex<T::kBlockBytes, 4, 2>::Load();
       g.min = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(m_idx, head)));
     }
-    const auto qs = [&](int k) {
-      return _mm_loadu_si128(
-          reinterpret_cast<const __m128i*>(p + T::kBlockBytes * k + T::kQsOffset));
-    };
     __m512i v;
     if (valid_blocks == 4) {
-      v = _mm512_inserti32x4(_mm512_zextsi128_si512(qs(0)), qs(1), 1);
-      v = _mm512_inserti32x4(v, qs(2), 2);
-      v = _mm512_inserti32x4(v, qs(3), 3);
+      v = _mm512_inserti32x4(_mm512_castsi128_si512(qs(0, 0)), qs(1, 0), 1);
+      v = _mm512_inserti32x4(v, qs(2, 0), 2);
+      v = _mm512_inserti32x4(v, qs(3, 0), 3);
     } else {
       v = _mm512_setzero_si512();
-      if (valid_blocks > 0) v = _mm512_inserti32x4(v, qs(0), 0);
-      if (valid_blocks > 1) v = _mm512_inserti32x4(v, qs(1), 1);
-      if (valid_blocks > 2) v = _mm512_inserti32x4(v, qs(2), 2);
+      if (valid_blocks > 0) v = _mm512_inserti32x4(v, qs(0, 0), 0);
+      if (valid_blocks > 1) v = _mm512_inserti32x4(v, qs(1, 0), 1);
+      if (valid_blocks > 2) v = _mm512_inserti32x4(v, qs(2, 0), 2);
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    g.lo = _mm512_and_si512(v, m4);
-    g.hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i m4 = _mm512_set1_epi16(0x0f);
+    const __m512i u0 = _mm512_unpacklo_epi8(v, zero);  // bytes 0..7 of each block
+    const __m512i u1 = _mm512_unpackhi_epi8(v, zero);  // bytes 8..15
+    g.w[0] = _mm512_and_si512(u0, m4);
+    g.w[1] = _mm512_and_si512(u1, m4);
+    g.w[2] = _mm512_srli_epi16(u0, 4);
+    g.w[3] = _mm512_srli_epi16(u1, 4);
   }
 }
 
 template <Fmt F>
 inline __m512 Accumulate(const WGroup& w, const typename Traits<F>::XGroup& x, __m512 acc) {
   if constexpr (F == Fmt::kQ8_0) {
-    __m512i i = _mm512_load_si512(x.bias128);
-    i = _mm512_dpbusd_epi32(i, w.lo, _mm512_load_si512(x.q));
+    __m512i i = _mm512_madd_epi16(w.w[0], _mm512_load_si512(x.x[0]));
+    i = _mm512_dpwssd_epi32(i, w.w[1], _mm512_load_si512(x.x[1]));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.scale, _mm512_load_ps(x.dx)),
                            acc);
   } else {
     __m512i i = F == Fmt::kQ4_0 ? _mm512_load_si512(x.bias8) : _mm512_setzero_si512();
-    i = _mm512_dpbusd_epi32(i, w.lo, _mm512_load_si512(x.lo));
-    i = _mm512_dpbusd_epi32(i, w.hi, _mm512_load_si512(x.hi));
+    for (int p = 0; p < 4; ++p) i = _mm512_dpwssd_epi32(i, w.w[p], _mm512_load_si512(x.x[p]));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.scale, _mm512_load_ps(x.dx)), acc);
     if constexpr (F == Fmt::kQ4_1) acc = _mm512_fmadd_ps(w.min, _mm512_load_ps(x.s), acc);
     return acc;
@@ -170,33 +177,26 @@ struct Activations {
   const XGroup* token(int64_t t) const { return groups.data() + t * num_groups; }
 };
 
+// Rearranges one token's quantized blocks (QuantizeRowFn output) into F's groups.
 template <Fmt F>
-void QuantizeToken(const float* x, int64_t num_blocks, typename Traits<F>::XGroup* out) {
+void ArrangeToken(const int16_t* qs, const float* d, int64_t num_blocks,
+                  typename Traits<F>::XGroup* out) {
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const float* xb = x + 32 * b;
-    float amax = 0;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float d = amax / 127;
-    const float inv = amax > 0 ? 127 / amax : 0;
-    int8_t q[32];
-    for (int i = 0; i < 32; ++i) q[i] = static_cast<int8_t>(std::nearbyint(xb[i] * inv));
+    const int16_t* q = qs + 32 * b;
     auto& g = out[b / Traits<F>::kBlocks];
     const int k = static_cast<int>(b % Traits<F>::kBlocks);
     if constexpr (F == Fmt::kQ8_0) {
-      std::memcpy(g.q + 32 * k, q, 32);
-      for (int l = 0; l < 8; ++l) {
-        g.dx[8 * k + l] = d;
-        g.bias128[8 * k + l] = -128 * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
-      }
+      std::memcpy(g.x[0] + 16 * k, q, 32);
+      std::memcpy(g.x[1] + 16 * k, q + 16, 32);
+      for (int l = 0; l < 8; ++l) g.dx[8 * k + l] = d[b];
     } else {
-      std::memcpy(g.lo + 16 * k, q, 16);
-      std::memcpy(g.hi + 16 * k, q + 16, 16);
+      int32_t sum = 0;
+      for (int i = 0; i < 32; ++i) sum += q[i];
+      for (int p = 0; p < 4; ++p) std::memcpy(g.x[p] + 8 * k, q + 8 * p, 16);
       for (int l = 0; l < 4; ++l) {
-        int sum = 0;
-        for (int i = 0; i < 4; ++i) sum += q[4 * l + i] + q[16 + 4 * l + i];
-        g.dx[4 * k + l] = d;
-        g.bias8[4 * k + l] = -8 * sum;
-        g.s[4 * k + l] = d * static_cast<float>(sum);
+        g.dx[4 * k + l] = d[b];
+        g.bias8[4 * k + l] = l == 0 ? -8 * sum : 0;
+        g.s[4 * k + l] = l == 0 ? d[b] * static_cast<float>(sum) : 0.0f;
       }
     }
   }
@@ -346,7 +346,8 @@ void RunRows(const WeightView& w, const Activations<F>& xa, int64_t num_tokens, 
 }
 
 template <Fmt F>
-void Run(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
+void Run(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
+         QuantizeRowFn quantize_row) {
   constexpr int kB = Traits<F>::kBlocks;
   // Named through a plain reference: inside the lambdas a thread_local would resolve to the
   // worker thread's own (empty) instance.
@@ -356,8 +357,14 @@ void Run(const WeightView& w, const float* x, int64_t num_tokens, float* y, Thre
   xa.num_groups = (num_blocks + kB - 1) / kB;
   xa.groups.assign(num_tokens * xa.num_groups, typename Traits<F>::XGroup{});
   pool.ParallelFor(num_tokens, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<int16_t> qs;
+    thread_local std::vector<float> d, s16;
+    qs.resize(32 * num_blocks);
+    d.resize(num_blocks);
+    s16.resize(2 * num_blocks);
     for (int64_t t = begin; t < end; ++t) {
-      QuantizeToken<F>(x + t * w.cols, num_blocks, xa.groups.data() + t * xa.num_groups);
+      quantize_row(x + t * w.cols, num_blocks, qs.data(), d.data(), s16.data());
+      ArrangeToken<F>(qs.data(), d.data(), num_blocks, xa.groups.data() + t * xa.num_groups);
     }
   });
   pool.ParallelFor(w.rows, kRowTile, [&](int64_t begin, int64_t end) {
@@ -369,15 +376,18 @@ void Run(const WeightView& w, const float* x, int64_t num_tokens, float* y, Thre
 
 bool LegacyMatMulAvx512(const WeightView& w, const float* x, int64_t num_tokens, float* y,
                         ThreadPool& pool) {
+  const QuantizeRowFn quantize_row = Avx512MatMulKernels().quantize != nullptr
+                                         ? Avx512MatMulKernels().quantize
+                                         : QuantizeActivationRowScalar;
   switch (w.dtype) {
     case DType::kQ4_0:
-      Run<Fmt::kQ4_0>(w, x, num_tokens, y, pool);
+      Run<Fmt::kQ4_0>(w, x, num_tokens, y, pool, quantize_row);
       return true;
     case DType::kQ4_1:
-      Run<Fmt::kQ4_1>(w, x, num_tokens, y, pool);
+      Run<Fmt::kQ4_1>(w, x, num_tokens, y, pool, quantize_row);
       return true;
     case DType::kQ8_0:
-      Run<Fmt::kQ8_0>(w, x, num_tokens, y, pool);
+      Run<Fmt::kQ8_0>(w, x, num_tokens, y, pool, quantize_row);
       return true;
     default:
       return false;

@@ -7,6 +7,7 @@
 //   sum_g  a[g] * dx * sum_{i in g} q_i xq_i  +  b[g] * s16[g]
 // with the integer inner sums exact.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -126,7 +127,7 @@ void QuantizedScalar(const WeightView& w, const QuantizedActivations& x, int64_t
   for (int64_t r = row_begin; r < row_end; ++r) {
     UnpackRow(w.dtype, static_cast<const uint8_t*>(w.data) + r * row_bytes, w.cols, u);
     for (int64_t t = 0; t < x.num_tokens; ++t) {
-      const int8_t* xq = x.token_qs(t);
+      const int16_t* xq = x.token_qs(t);
       const float* xd = x.token_d(t);
       const float* s16 = x.token_s16(t);
       float sum = 0;
@@ -171,6 +172,26 @@ void FloatScalar(const WeightView& w, const float* x, int64_t num_tokens, int64_
 }
 
 }  // namespace
+
+void QuantizeActivationRowScalar(const float* x, int64_t num_blocks, int16_t* qs, float* d,
+                                 float* s16) {
+  for (int64_t j = 0; j < num_blocks; ++j) {
+    const float* xb = x + 32 * j;
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float scale = amax / 32767;
+    const float inv = amax > 0 ? 32767 / amax : 0;
+    int32_t sum[2] = {0, 0};
+    for (int i = 0; i < 32; ++i) {
+      const auto q = static_cast<int32_t>(std::nearbyint(xb[i] * inv));
+      qs[32 * j + i] = static_cast<int16_t>(q);
+      sum[i / 16] += q;
+    }
+    d[j] = scale;
+    s16[2 * j] = scale * static_cast<float>(sum[0]);
+    s16[2 * j + 1] = scale * static_cast<float>(sum[1]);
+  }
+}
 
 const MatMulKernels& ScalarMatMulKernels() {
   static const MatMulKernels kernels{QuantizedScalar, FloatScalar, 1};

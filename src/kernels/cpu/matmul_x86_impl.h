@@ -1,12 +1,19 @@
 // MatMul kernel bodies shared by the x86 levels. Included only by matmul_avx2.cc and
 // matmul_avx512.cc, each compiled with its own ISA flags; everything here has internal linkage
-// (unnamed namespace) so the two copies never merge at link time. The level-specific part is
-// the int8 dot product (`Ops::Dot`), passed in as a template parameter.
+// (unnamed namespace) so the two copies never merge at link time. The level-specific parts are
+// the int16 dot product of one block (`Ops::Dot`) and the activation quantizer, passed in as
+// template parameters.
 //
-// Quantized weights: R rows at a time are unpacked (SIMD) into L1-resident scratch in the
-// common form of matmul_scalar.cc (codes q in element order, per-16 scale a and offset b, with
-// w = a * q + b); then every tile of T tokens runs over them with R x T accumulators in
-// registers, so each unpacked weight block is reused T times and each activation block R times.
+// Quantized weights: R rows at a time are unpacked (SIMD) into L1-resident scratch as integer
+// codes in element order plus one float scale a per block of 32 and, for formats with an
+// offset, one float b per 16 (w = a * code + b):
+//   kU8  uint8 codes (Q4_1, Q4_K, Q5_K: offset b = m or -dmin * m)
+//   kS8  int8 codes, no offset (Q8_0; Q4_0 as q - 8)
+//   kS16 int16 codes, no offset (Q6_K as (q - 32) * scale16, |code| <= 4096, a = d)
+// Every tile of T tokens then runs over them with R x T accumulators in registers, so each
+// unpacked weight block is reused T times and each activation block R times. A block's codes
+// are widened to int16 (elements 0..15 and 16..31, two 256-bit halves), multiplied with the
+// int16 activations into 8 int32 lanes, converted to float and scaled by a * dx.
 #pragma once
 
 #include <immintrin.h>
@@ -40,8 +47,8 @@ class RowScratch {
   // Room for `num_rows` rows of `cols` elements.
   void Reserve(int num_rows, int64_t cols) {
     cols_ = cols;
-    q_stride_ = (cols + 63) / 64 * 64;
-    a_stride_ = (cols / 32 * 8 + 15) / 16 * 16;
+    q_stride_ = (2 * cols + 63) / 64 * 64;  // bytes: int16 codes at most
+    a_stride_ = (cols / 32 + 15) / 16 * 16;
     b_stride_ = (cols / 16 + 15) / 16 * 16;
     f_stride_ = (cols + 15) / 16 * 16;
     const size_t floats = static_cast<size_t>(num_rows) * (a_stride_ + b_stride_ + f_stride_);
@@ -55,7 +62,7 @@ class RowScratch {
     f_ = b_ + num_rows * b_stride_;
   }
   uint8_t* q(int r) { return q_ + r * q_stride_; }
-  float* a_lane(int r) { return a_ + r * a_stride_; }
+  float* a(int r) { return a_ + r * a_stride_; }
   float* b(int r) { return b_ + r * b_stride_; }
   float* f(int r) { return f_ + r * f_stride_; }
   int64_t b_stride() const { return b_stride_; }
@@ -67,9 +74,22 @@ class RowScratch {
   float *a_ = nullptr, *b_ = nullptr, *f_ = nullptr;
 };
 
-// Writes q[cols], a_lane[8 per 32-block: a of its first 16 x4, a of its second 16 x4] and
-// b[cols / 16] (zero-padded by the caller's buffer to a multiple of 16).
-inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t* q, float* a_lane,
+enum class Codes { kU8, kS8, kS16 };
+
+inline Codes CodesOf(DType dtype) {
+  switch (dtype) {
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      return Codes::kS8;
+    case DType::kQ6_K:
+      return Codes::kS16;
+    default:
+      return Codes::kU8;
+  }
+}
+
+// Writes the codes (CodesOf(dtype)) to q, a[cols / 32] and, for kU8, b[cols / 16].
+inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t* q, float* a,
                          float* b) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
   const __m256i m4y = _mm256_set1_epi8(0x0f);
@@ -79,25 +99,26 @@ inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t*
         const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[j];
         _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * j),
                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)));
-        _mm256_store_ps(a_lane + 8 * j, _mm256_set1_ps(HalfToFloat(blk.d)));
-        b[2 * j] = b[2 * j + 1] = 0;
+        a[j] = HalfToFloat(blk.d);
       }
       return;
     case DType::kQ4_0:
     case DType::kQ4_1: {
-      const int64_t block_bytes = dtype == DType::kQ4_0 ? 18 : 20;
+      const bool q4_0 = dtype == DType::kQ4_0;
+      const int64_t block_bytes = q4_0 ? 18 : 20;
+      const __m128i offset = _mm_set1_epi8(q4_0 ? 8 : 0);
       for (int64_t j = 0; j < cols / kQK; ++j) {
         const uint8_t* blk = row + j * block_bytes;
         uint16_t dh, mh = 0;
         std::memcpy(&dh, blk, 2);
-        if (dtype == DType::kQ4_1) std::memcpy(&mh, blk + 2, 2);
+        if (!q4_0) std::memcpy(&mh, blk + 2, 2);
         const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + block_bytes - 16));
-        _mm_store_si128(reinterpret_cast<__m128i*>(q + 32 * j), _mm_and_si128(v, m4));
+        _mm_store_si128(reinterpret_cast<__m128i*>(q + 32 * j),
+                        _mm_sub_epi8(_mm_and_si128(v, m4), offset));
         _mm_store_si128(reinterpret_cast<__m128i*>(q + 32 * j + 16),
-                        _mm_and_si128(_mm_srli_epi16(v, 4), m4));
-        const float d = HalfToFloat(dh);
-        _mm256_store_ps(a_lane + 8 * j, _mm256_set1_ps(d));
-        b[2 * j] = b[2 * j + 1] = dtype == DType::kQ4_0 ? -8 * d : HalfToFloat(mh);
+                        _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), offset));
+        a[j] = HalfToFloat(dh);
+        if (!q4_0) b[2 * j] = b[2 * j + 1] = HalfToFloat(mh);
       }
       return;
     }
@@ -141,7 +162,7 @@ inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t*
         for (int j = 0; j < 8; ++j) {
           uint8_t sc, m;
           UnpackKScaleMin(scales, j, &sc, &m);
-          _mm256_store_ps(a_lane + 8 * (8 * i + j), _mm256_set1_ps(d * sc));
+          a[8 * i + j] = d * sc;
           b[16 * i + 2 * j] = b[16 * i + 2 * j + 1] = -dmin * m;
         }
       }
@@ -149,34 +170,43 @@ inline void UnpackRowX86(DType dtype, const uint8_t* row, int64_t cols, uint8_t*
     }
     case DType::kQ6_K: {
       const __m256i hmask = _mm256_set1_epi8(0x30);
+      const __m256i offset = _mm256_set1_epi16(32);
+      auto* q16 = reinterpret_cast<int16_t*>(q);
       for (int64_t i = 0; i < cols / kQK_K; ++i) {
         const auto& blk = reinterpret_cast<const BlockQ6_K*>(row)[i];
-        uint8_t* qo = q + kQK_K * i;
+        int16_t* qo = q16 + kQK_K * i;
+        // 32 codes (elements e..e+31, scale groups g and g + 1) -> (q - 32) * scale as int16.
+        const auto store = [&](__m256i v, int e) {
+          const int g = e / 16;
+          const __m256i lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v));
+          const __m256i hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(v, 1));
+          _mm256_store_si256(
+              reinterpret_cast<__m256i*>(qo + e),
+              _mm256_mullo_epi16(_mm256_sub_epi16(lo, offset), _mm256_set1_epi16(blk.scales[g])));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + e + 16),
+                             _mm256_mullo_epi16(_mm256_sub_epi16(hi, offset),
+                                                _mm256_set1_epi16(blk.scales[g + 1])));
+        };
         for (int h = 0; h < 2; ++h) {
           const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h));
           const __m256i ql1 =
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h + 32));
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * h));
-          const __m256i v0 = _mm256_or_si256(_mm256_and_si256(ql0, m4y),
-                                             _mm256_and_si256(_mm256_slli_epi16(qh, 4), hmask));
-          const __m256i v1 = _mm256_or_si256(_mm256_and_si256(ql1, m4y),
-                                             _mm256_and_si256(_mm256_slli_epi16(qh, 2), hmask));
-          const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4y),
-                                             _mm256_and_si256(qh, hmask));
-          const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4y),
-                                             _mm256_and_si256(_mm256_srli_epi16(qh, 2), hmask));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h), v0);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 32), v1);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 64), v2);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(qo + 128 * h + 96), v3);
+          store(_mm256_or_si256(_mm256_and_si256(ql0, m4y),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 4), hmask)),
+                128 * h);
+          store(_mm256_or_si256(_mm256_and_si256(ql1, m4y),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 2), hmask)),
+                128 * h + 32);
+          store(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4y),
+                                _mm256_and_si256(qh, hmask)),
+                128 * h + 64);
+          store(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4y),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), hmask)),
+                128 * h + 96);
         }
         const float d = HalfToFloat(blk.d);
-        for (int j = 0; j < 8; ++j) {
-          const float a0 = d * blk.scales[2 * j], a1 = d * blk.scales[2 * j + 1];
-          _mm256_store_ps(a_lane + 8 * (8 * i + j), _mm256_setr_ps(a0, a0, a0, a0, a1, a1, a1, a1));
-          b[16 * i + 2 * j] = -32 * a0;
-          b[16 * i + 2 * j + 1] = -32 * a1;
-        }
+        for (int j = 0; j < 8; ++j) a[8 * i + j] = d;
       }
       return;
     }
@@ -194,15 +224,29 @@ inline float BiasDot(const float* b, const float* s16, int64_t n) {
   return HSum(acc);
 }
 
+// The two int16 halves (elements 0..15, 16..31) of block j of an unpacked row.
+template <Codes C>
+inline void LoadCodes(const uint8_t* q, int64_t j, __m256i& w0, __m256i& w1) {
+  if constexpr (C == Codes::kS16) {
+    w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 64 * j));
+    w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 64 * j + 32));
+  } else {
+    const __m128i v0 = _mm_load_si128(reinterpret_cast<const __m128i*>(q + 32 * j));
+    const __m128i v1 = _mm_load_si128(reinterpret_cast<const __m128i*>(q + 32 * j + 16));
+    w0 = C == Codes::kS8 ? _mm256_cvtepi8_epi16(v0) : _mm256_cvtepu8_epi16(v0);
+    w1 = C == Codes::kS8 ? _mm256_cvtepi8_epi16(v1) : _mm256_cvtepu8_epi16(v1);
+  }
+}
+
 // R unpacked rows x T tokens starting at t0; writes y.
-template <typename Ops, bool kSigned, int R, int T>
+template <typename Ops, Codes C, int R, int T>
 void QuantTile(RowScratch& s, const QuantizedActivations& x, int64_t t0, int64_t r0,
                int64_t rows_total, float* y) {
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
-  const int8_t* xq[T];
+  const int16_t* xq[T];
   const float* xd[T];
   for (int t = 0; t < T; ++t) {
     xq[t] = x.token_qs(t0 + t);
@@ -212,89 +256,100 @@ void QuantTile(RowScratch& s, const QuantizedActivations& x, int64_t t0, int64_t
   const float* wa[R];
   for (int r = 0; r < R; ++r) {
     wq[r] = s.q(r);
-    wa[r] = s.a_lane(r);
+    wa[r] = s.a(r);
   }
   for (int64_t j = 0; j < x.num_blocks; ++j) {
-    __m256i xv[T];
-    for (int t = 0; t < T; ++t) {
-      xv[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq[t] + 32 * j));
-    }
+    __m256 xdv[T];
+    for (int t = 0; t < T; ++t) xdv[t] = _mm256_broadcast_ss(xd[t] + j);
     for (int r = 0; r < R; ++r) {
-      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[r] + 32 * j));
-      const __m256 av = _mm256_load_ps(wa[r] + 8 * j);
-      const __m256i qu = kSigned ? _mm256_sign_epi8(qv, qv) : qv;
+      __m256i w0, w1;
+      LoadCodes<C>(wq[r], j, w0, w1);
+      const __m256 av = _mm256_broadcast_ss(wa[r] + j);
       for (int t = 0; t < T; ++t) {
-        const __m256i xs = kSigned ? _mm256_sign_epi8(xv[t], qv) : xv[t];
-        const __m256 dot = _mm256_cvtepi32_ps(Ops::Dot(qu, xs));
-        acc[r][t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(av, _mm256_set1_ps(xd[t][j])), acc[r][t]);
+        const __m256i* xv = reinterpret_cast<const __m256i*>(xq[t] + 32 * j);
+        const __m256 dot =
+            _mm256_cvtepi32_ps(Ops::Dot(w0, w1, _mm256_load_si256(xv), _mm256_load_si256(xv + 1)));
+        acc[r][t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(av, xdv[t]), acc[r][t]);
       }
     }
   }
   const int64_t num_groups = x.block_stride * 2;
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) {
-      y[(t0 + t) * rows_total + r0 + r] =
-          HSum(acc[r][t]) + BiasDot(s.b(r), x.token_s16(t0 + t), num_groups);
+      float sum = HSum(acc[r][t]);
+      if constexpr (C == Codes::kU8) sum += BiasDot(s.b(r), x.token_s16(t0 + t), num_groups);
+      y[(t0 + t) * rows_total + r0 + r] = sum;
     }
   }
 }
 
-template <typename Ops, bool kSigned, int R, int kMaxT>
+template <typename Ops, Codes C, int R, int kMaxT>
 void QuantRowsAllTokens(RowScratch& s, const QuantizedActivations& x, int64_t r0,
                         int64_t rows_total, float* y) {
   int64_t t0 = 0;
   for (; t0 + kMaxT <= x.num_tokens; t0 += kMaxT) {
-    QuantTile<Ops, kSigned, R, kMaxT>(s, x, t0, r0, rows_total, y);
+    QuantTile<Ops, C, R, kMaxT>(s, x, t0, r0, rows_total, y);
   }
   switch (x.num_tokens - t0) {
     case 0:
       break;
     case 1:
-      QuantTile<Ops, kSigned, R, 1>(s, x, t0, r0, rows_total, y);
+      QuantTile<Ops, C, R, 1>(s, x, t0, r0, rows_total, y);
       break;
     case 2:
-      if constexpr (kMaxT > 2) QuantTile<Ops, kSigned, R, 2>(s, x, t0, r0, rows_total, y);
+      if constexpr (kMaxT > 2) QuantTile<Ops, C, R, 2>(s, x, t0, r0, rows_total, y);
       break;
     case 3:
-      if constexpr (kMaxT > 3) QuantTile<Ops, kSigned, R, 3>(s, x, t0, r0, rows_total, y);
+      if constexpr (kMaxT > 3) QuantTile<Ops, C, R, 3>(s, x, t0, r0, rows_total, y);
       break;
     default:
       CLEAVE_CHECK(false, "token tile larger than 4");
   }
 }
 
-template <typename Ops, bool kSigned, int R, int kMaxT>
+template <typename Ops, Codes C, int R, int kMaxT>
 void QuantRows(RowScratch& s, const QuantizedActivations& x, int64_t r0, int nr, int64_t rows_total,
                float* y) {
   if constexpr (R > 1) {
-    if (nr < R) return QuantRows<Ops, kSigned, R - 1, kMaxT>(s, x, r0, nr, rows_total, y);
+    if (nr < R) return QuantRows<Ops, C, R - 1, kMaxT>(s, x, r0, nr, rows_total, y);
   }
-  QuantRowsAllTokens<Ops, kSigned, R, kMaxT>(s, x, r0, rows_total, y);
+  QuantRowsAllTokens<Ops, C, R, kMaxT>(s, x, r0, rows_total, y);
+}
+
+template <typename Ops, Codes C, int kMaxR, int kMaxT>
+void QuantizedRowsX86(const WeightView& w, const QuantizedActivations& x, int64_t row_begin,
+                      int64_t row_end, float* y) {
+  thread_local RowScratch scratch;
+  scratch.Reserve(kMaxR, w.cols);
+  const int64_t row_bytes = static_cast<int64_t>(*RowBytes(w.dtype, w.cols));
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  if constexpr (C == Codes::kU8) {
+    // BiasDot reads b up to the padded group count; the padding must be 0.
+    for (int r = 0; r < kMaxR; ++r) {
+      std::fill(scratch.b(r), scratch.b(r) + scratch.b_stride(), 0.0f);
+    }
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxR) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMaxR, row_end - r0));
+    for (int r = 0; r < nr; ++r) {
+      UnpackRowX86(w.dtype, data + (r0 + r) * row_bytes, w.cols, scratch.q(r), scratch.a(r),
+                   scratch.b(r));
+    }
+    QuantRows<Ops, C, kMaxR, kMaxT>(scratch, x, r0, nr, w.rows, y);
+  }
 }
 
 template <typename Ops, int kMaxR, int kMaxT>
 void QuantizedX86(const WeightView& w, const QuantizedActivations& x, int64_t row_begin,
                   int64_t row_end, float* y) {
   static_assert(kMaxT <= 4);
-  thread_local RowScratch scratch;
-  scratch.Reserve(kMaxR, w.cols);
-  const int64_t row_bytes = static_cast<int64_t>(*RowBytes(w.dtype, w.cols));
-  const auto* data = static_cast<const uint8_t*>(w.data);
-  const bool is_signed = w.dtype == DType::kQ8_0;
-  for (int r = 0; r < kMaxR; ++r) {
-    std::fill(scratch.b(r), scratch.b(r) + scratch.b_stride(), 0.0f);
-  }
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxR) {
-    const int nr = static_cast<int>(std::min<int64_t>(kMaxR, row_end - r0));
-    for (int r = 0; r < nr; ++r) {
-      UnpackRowX86(w.dtype, data + (r0 + r) * row_bytes, w.cols, scratch.q(r), scratch.a_lane(r),
-                   scratch.b(r));
-    }
-    if (is_signed) {
-      QuantRows<Ops, true, kMaxR, kMaxT>(scratch, x, r0, nr, w.rows, y);
-    } else {
-      QuantRows<Ops, false, kMaxR, kMaxT>(scratch, x, r0, nr, w.rows, y);
-    }
+  switch (CodesOf(w.dtype)) {
+    case Codes::kU8:
+      return QuantizedRowsX86<Ops, Codes::kU8, kMaxR, kMaxT>(w, x, row_begin, row_end, y);
+    case Codes::kS8:
+      return QuantizedRowsX86<Ops, Codes::kS8, kMaxR, kMaxT>(w, x, row_begin, row_end, y);
+    case Codes::kS16:
+      return QuantizedRowsX86<Ops, Codes::kS16, kMaxR, kMaxT>(w, x, row_begin, row_end, y);
   }
 }
 
