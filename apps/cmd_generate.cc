@@ -12,9 +12,9 @@
 
 #include "apps/commands.h"
 #include "apps/session.h"
+#include "core/log.h"
 #include "engine/engine.h"
 #include "engine/model_executor.h"
-#include "core/log.h"
 #include "kernels/cpu/dispatch.h"
 #include "model/model_path.h"
 
@@ -41,18 +41,23 @@ struct GenerateOptions {
 
 void AddModelAndSamplingFlags(CLI::App* cmd, GenerateOptions& o) {
   cmd->add_option("-m,--model", o.model, "GGUF model file (default: the default model)");
-  cmd->add_option("-n,--max-tokens", o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-n,--max-tokens", o.max_tokens, "Tokens to generate")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temp,--temperature", o.temperature, "Sampling temperature; 0 = greedy")
       ->check(CLI::Range(0.0f, 100.0f));
-  cmd->add_option("--top-k", o.top_k, "Keep the k most likely tokens; 0 = off")->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass; 1 = off")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--top-k", o.top_k, "Keep the k most likely tokens; 0 = off")
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass; 1 = off")
+      ->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--min-p", o.min_p, "Drop tokens below min-p times the top probability; 0 = off")
       ->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--repeat-penalty", o.repetition_penalty, "Repetition penalty; 1 = off")
       ->check(CLI::Range(0.0f, 10.0f));
   cmd->add_option("--seed", o.seed, "Random seed; -1 = random");
-  cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
-  cmd->add_option("-c,--ctx-size", o.context, "Context length in tokens (default: the model's, at most 8192)")
+  cmd->add_option("-t,--threads", o.threads, "Threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("-c,--ctx-size", o.context,
+                  "Context length in tokens (default: the model's, at most 8192)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   cmd->add_option("--system", o.system, "System message (with --chat / chat)");
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past end-of-generation tokens");
@@ -82,11 +87,12 @@ Result<Loaded> LoadForSession(const GenerateOptions& o) {
   Loaded l;
   CLEAVE_ASSIGN_OR_RETURN(l.model, Model::Load(path));
   const ModelConfig& c = l.model->config();
-  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = o.threads > 0 ? o.threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t context = o.context > 0 ? o.context : std::min<int64_t>(c.context_length, 8192);
   l.session = std::make_unique<Session>(*l.model, threads, context);
-  spdlog::info("loaded {} ({}, {} layers, hidden {}) in {:.2f} s; {} threads, context {}", path, c.name,
-               c.num_layers, c.hidden,
+  spdlog::info("loaded {} ({}, {} layers, hidden {}) in {:.2f} s; {} threads, context {}", path,
+               c.name, c.num_layers, c.hidden,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
                threads, context);
   return l;
@@ -106,7 +112,9 @@ Result<std::vector<TokenId>> ChatPrompt(const Model& model, const nlohmann::json
   return ids;
 }
 
-uint64_t PickSeed(int64_t seed) { return seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}(); }
+uint64_t PickSeed(int64_t seed) {
+  return seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
+}
 
 int RunGenerate(const GenerateOptions& o) {
   auto loaded = LoadForSession(o);
@@ -130,19 +138,24 @@ int RunGenerate(const GenerateOptions& o) {
   }
   Rng rng(PickSeed(o.seed));
   if (!o.chat) fmt::print("{}", o.prompt);
-  auto stats = loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [](const std::string& text) {
-    fmt::print("{}", text);
-    std::fflush(stdout);
-  });
+  auto stats =
+      loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [](const std::string& text) {
+        fmt::print("{}", text);
+        std::fflush(stdout);
+      });
   fmt::print("\n");
   if (!stats.ok()) {
     fmt::print(stderr, "error: {}\n", stats.status().message());
     return 1;
   }
-  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generation: {} tokens in {:.3f} s ({:.1f} tok/s); finish: {}\n",
-             stats->prompt_tokens, stats->prompt_seconds, stats->prompt_tokens / std::max(1e-9, stats->prompt_seconds),
-             stats->generated_tokens, stats->generate_seconds,
-             stats->generated_tokens / std::max(1e-9, stats->generate_seconds), stats->finish_reason);
+  fmt::print(stderr,
+             "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generation: {} tokens in {:.3f} s "
+             "({:.1f} tok/s); finish: {}\n",
+             stats->prompt_tokens, stats->prompt_seconds,
+             stats->prompt_tokens / std::max(1e-9, stats->prompt_seconds), stats->generated_tokens,
+             stats->generate_seconds,
+             stats->generated_tokens / std::max(1e-9, stats->generate_seconds),
+             stats->finish_reason);
   return 0;
 }
 
@@ -195,9 +208,11 @@ int RunBatch(const GenerateOptions& o) {
   }
   EngineConfig config;
   config.block_size = 16;
-  config.num_blocks = static_cast<int32_t>(total_tokens / config.block_size + 2 * prompts.size() + 16);
+  config.num_blocks =
+      static_cast<int32_t>(total_tokens / config.block_size + 2 * prompts.size() + 16);
   config.seed = PickSeed(o.seed);
-  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = o.threads > 0 ? o.threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ModelExecutor executor(**model, config.num_blocks, config.block_size, threads);
   Engine engine(config, &executor, &tok);
   std::map<RequestId, size_t> index;
@@ -239,7 +254,9 @@ int RunBatch(const GenerateOptions& o) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     fmt::print("=== [{}] {}\n{}\n[finish: {}]\n\n", i + 1, lines[i], texts[i], reasons[i]);
   }
-  fmt::print(stderr, "{} prompts: {} prompt + {} generated tokens in {:.2f} s ({:.1f} generated tok/s, {} preemptions)\n",
+  fmt::print(stderr,
+             "{} prompts: {} prompt + {} generated tokens in {:.2f} s ({:.1f} generated tok/s, {} "
+             "preemptions)\n",
              prompts.size(), prompt_tokens, generated, seconds, generated / std::max(1e-9, seconds),
              engine.num_preemptions());
   return 0;
@@ -256,7 +273,9 @@ int RunChat(const GenerateOptions& o) {
   nlohmann::json messages = nlohmann::json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
   const bool tty = ::isatty(STDIN_FILENO) != 0;
-  if (tty) fmt::print(stderr, "Chatting with {}. Ctrl-D to quit, /reset to start over.\n", model.config().name);
+  if (tty)
+    fmt::print(stderr, "Chatting with {}. Ctrl-D to quit, /reset to start over.\n",
+               model.config().name);
   std::string line;
   while (true) {
     if (tty) fmt::print("> ");
@@ -276,11 +295,12 @@ int RunChat(const GenerateOptions& o) {
       continue;
     }
     std::string reply;
-    auto stats = loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [&](const std::string& text) {
-      reply += text;
-      fmt::print("{}", text);
-      std::fflush(stdout);
-    });
+    auto stats =
+        loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [&](const std::string& text) {
+          reply += text;
+          fmt::print("{}", text);
+          std::fflush(stdout);
+        });
     fmt::print("\n");
     if (!stats.ok()) {
       fmt::print(stderr, "error: {}\n", stats.status().message());
@@ -301,7 +321,8 @@ void RegisterGenerate(CLI::App& app, int& exit_code) {
   auto* batch = cmd->add_option("--batch-file", o->batch_file,
                                 "Run every line of this file as a prompt, all batched at once");
   prompt->excludes(batch);
-  cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the model's chat template");
+  cmd->add_flag("--chat", o->chat,
+                "Wrap the prompt as a user message in the model's chat template");
   AddModelAndSamplingFlags(cmd, *o);
   cmd->callback([o, &exit_code] {
     if (o->prompt.empty() && o->batch_file.empty()) {
@@ -316,7 +337,8 @@ void RegisterGenerate(CLI::App& app, int& exit_code) {
 void RegisterChat(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<GenerateOptions>();
   o->max_tokens = 512;
-  auto* cmd = app.add_subcommand("chat", "Interactive multi-turn chat on the model's chat template");
+  auto* cmd =
+      app.add_subcommand("chat", "Interactive multi-turn chat on the model's chat template");
   AddModelAndSamplingFlags(cmd, *o);
   cmd->callback([o, &exit_code] { exit_code = RunChat(*o); });
 }

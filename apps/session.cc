@@ -27,12 +27,14 @@ Result<GenerationStats> Session::Generate(const std::vector<TokenId>& prompt,
   if (prompt.empty()) return InvalidArgument("the prompt is empty");
   const int64_t needed = static_cast<int64_t>(prompt.size()) + params.max_tokens;
   if (needed > context_tokens_) {
-    return InvalidArgument("prompt ({} tokens) plus max tokens ({}) exceeds the context of {} tokens",
-                           prompt.size(), params.max_tokens, context_tokens_);
+    return InvalidArgument(
+        "prompt ({} tokens) plus max tokens ({}) exceeds the context of {} tokens", prompt.size(),
+        params.max_tokens, context_tokens_);
   }
   // Reuse the longest common prefix, but always compute at least the last prompt token.
   size_t reuse = 0;
-  while (reuse < tokens_.size() && reuse < prompt.size() && tokens_[reuse] == prompt[reuse]) ++reuse;
+  while (reuse < tokens_.size() && reuse < prompt.size() && tokens_[reuse] == prompt[reuse])
+    ++reuse;
   reuse = std::min(reuse, prompt.size() - 1);
   tokens_.assign(prompt.begin(), prompt.end());
 

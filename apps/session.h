@@ -16,11 +16,11 @@
 namespace cleave::app {
 
 struct GenerationStats {
-  int64_t prompt_tokens = 0;     // computed this call (excludes reused cache)
+  int64_t prompt_tokens = 0;  // computed this call (excludes reused cache)
   int64_t generated_tokens = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;
-  std::string finish_reason;     // "stop" or "length"
+  std::string finish_reason;  // "stop" or "length"
 };
 
 class Session {
@@ -31,7 +31,8 @@ class Session {
   // prefix with the cache is reused), then samples up to params.max_tokens tokens, calling
   // on_text with each UTF-8-complete piece of text.
   Result<GenerationStats> Generate(const std::vector<TokenId>& prompt, const SamplingParams& params,
-                                   Rng& rng, const std::function<void(const std::string&)>& on_text);
+                                   Rng& rng,
+                                   const std::function<void(const std::string&)>& on_text);
   const std::vector<TokenId>& tokens() const { return tokens_; }
 
  private:

@@ -18,18 +18,18 @@ namespace cleave {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // the caller's input is wrong (bad request, bad flag)
-  kNotFound,           // a named thing (file, key, tensor, model) does not exist
-  kDataLoss,           // a file or frame is corrupt or truncated
-  kOutOfRange,         // a value or length is outside what is allowed
-  kUnimplemented,      // valid input that cleave does not support (yet)
-  kResourceExhausted,  // a limit was hit (queue full, memory)
-  kUnavailable,        // a peer or worker is gone; retrying elsewhere may help
-  kDeadlineExceeded,   // a timeout
-  kCancelled,          // the caller gave up
-  kFailedPrecondition, // the system is not in a state to do this (e.g. still loading)
-  kUnauthenticated,    // missing or wrong credentials
-  kInternal,           // our own bug surfaced as an error instead of a crash
+  kInvalidArgument,     // the caller's input is wrong (bad request, bad flag)
+  kNotFound,            // a named thing (file, key, tensor, model) does not exist
+  kDataLoss,            // a file or frame is corrupt or truncated
+  kOutOfRange,          // a value or length is outside what is allowed
+  kUnimplemented,       // valid input that cleave does not support (yet)
+  kResourceExhausted,   // a limit was hit (queue full, memory)
+  kUnavailable,         // a peer or worker is gone; retrying elsewhere may help
+  kDeadlineExceeded,    // a timeout
+  kCancelled,           // the caller gave up
+  kFailedPrecondition,  // the system is not in a state to do this (e.g. still loading)
+  kUnauthenticated,     // missing or wrong credentials
+  kInternal,            // our own bug surfaced as an error instead of a crash
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -54,9 +54,9 @@ class [[nodiscard]] Status {
 };
 
 // Shorthands: InvalidArgument("bad value {}", v).
-#define CLEAVE_DEFINE_STATUS_MAKER(Name)                                        \
-  template <typename... Args>                                                   \
-  Status Name(fmt::format_string<Args...> format, Args&&... args) {             \
+#define CLEAVE_DEFINE_STATUS_MAKER(Name)                                                  \
+  template <typename... Args>                                                             \
+  Status Name(fmt::format_string<Args...> format, Args&&... args) {                       \
     return Status(StatusCode::k##Name, fmt::format(format, std::forward<Args>(args)...)); \
   }
 CLEAVE_DEFINE_STATUS_MAKER(InvalidArgument)
@@ -80,17 +80,27 @@ CLEAVE_DEFINE_STATUS_MAKER(Internal)
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : value_(std::move(status)) {  // NOLINT: implicit by design
-    if (std::get<Status>(value_).ok()) CheckFailed(__FILE__, __LINE__, "!status.ok()", "Result from OK status");
+    if (std::get<Status>(value_).ok())
+      CheckFailed(__FILE__, __LINE__, "!status.ok()", "Result from OK status");
   }
 
   bool ok() const { return std::holds_alternative<T>(value_); }
   Status status() const { return ok() ? Status::Ok() : std::get<Status>(value_); }
 
-  T& value() & { EnsureOk(); return std::get<T>(value_); }
-  const T& value() const& { EnsureOk(); return std::get<T>(value_); }
-  T&& value() && { EnsureOk(); return std::get<T>(std::move(value_)); }
+  T& value() & {
+    EnsureOk();
+    return std::get<T>(value_);
+  }
+  const T& value() const& {
+    EnsureOk();
+    return std::get<T>(value_);
+  }
+  T&& value() && {
+    EnsureOk();
+    return std::get<T>(std::move(value_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -126,14 +136,16 @@ class [[nodiscard]] Result {
 
 // Aborts with a message when a programming invariant is broken.
 // CLEAVE_CHECK(n > 0) or CLEAVE_CHECK(n > 0, "n was {}", n).
-#define CLEAVE_CHECK(cond, ...)                                                          \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]]                                                            \
+#define CLEAVE_CHECK(cond, ...)                                                              \
+  do {                                                                                       \
+    if (!(cond)) [[unlikely]]                                                                \
       ::cleave::CheckFailed(__FILE__, __LINE__, #cond, ::cleave::CheckMessage(__VA_ARGS__)); \
   } while (0)
 
 namespace cleave {
-inline std::string CheckMessage() { return {}; }
+inline std::string CheckMessage() {
+  return {};
+}
 template <typename... Args>
 std::string CheckMessage(fmt::format_string<Args...> format, Args&&... args) {
   return fmt::format(format, std::forward<Args>(args)...);

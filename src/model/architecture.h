@@ -13,7 +13,7 @@ namespace cleave {
 struct TensorNames {
   std::string_view token_embd = "token_embd.weight";
   std::string_view output_norm = "output_norm.weight";
-  std::string_view output = "output.weight";  // absent => tied to token_embd
+  std::string_view output = "output.weight";          // absent => tied to token_embd
   std::string_view rope_freqs = "rope_freqs.weight";  // optional per-dimension freq factors
   std::string_view attn_norm = "blk.{}.attn_norm.weight";
   std::string_view attn_q = "blk.{}.attn_q.weight";
@@ -30,8 +30,8 @@ struct TensorNames {
 };
 
 struct Architecture {
-  std::string_view name;      // `general.architecture`, also the metadata key prefix
-  bool rope_neox = false;     // rotate (i, i + d/2) pairs instead of (2i, 2i + 1)
+  std::string_view name;   // `general.architecture`, also the metadata key prefix
+  bool rope_neox = false;  // rotate (i, i + d/2) pairs instead of (2i, 2i + 1)
   bool requires_qkv_bias = false;
   TensorNames tensors;
 };

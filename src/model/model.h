@@ -55,8 +55,8 @@ class Model {
  private:
   struct Layer {
     kernels::WeightView attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down;
-    std::vector<float> attn_norm, ffn_norm;      // [hidden]
-    std::vector<float> q_bias, k_bias, v_bias;   // empty when the model has none
+    std::vector<float> attn_norm, ffn_norm;     // [hidden]
+    std::vector<float> q_bias, k_bias, v_bias;  // empty when the model has none
   };
   struct Scratch;
 

@@ -8,7 +8,8 @@ namespace cleave {
 
 Status ModelConfig::Validate() const {
   auto positive = [](int64_t v, std::string_view what) -> Status {
-    if (v <= 0 || v > (int64_t{1} << 24)) return InvalidArgument("model config: {} = {} out of range", what, v);
+    if (v <= 0 || v > (int64_t{1} << 24))
+      return InvalidArgument("model config: {} = {} out of range", what, v);
     return Status::Ok();
   };
   CLEAVE_RETURN_IF_ERROR(positive(num_layers, "block_count"));
@@ -38,27 +39,32 @@ Result<ModelConfig> ReadModelConfig(const gguf::GgufFile& file) {
     return Unimplemented("architecture '{}' is not supported (supported: llama, qwen2)", arch_name);
   }
   auto key = [&](std::string_view suffix) { return fmt::format("{}.{}", arch_name, suffix); };
-  CLEAVE_ASSIGN_OR_RETURN(c.name, file.GetStringOr(
-      "general.name", std::filesystem::path(file.path()).filename().string()));
+  CLEAVE_ASSIGN_OR_RETURN(
+      c.name,
+      file.GetStringOr("general.name", std::filesystem::path(file.path()).filename().string()));
   CLEAVE_ASSIGN_OR_RETURN(c.num_layers, file.GetInt(key("block_count")));
   CLEAVE_ASSIGN_OR_RETURN(c.hidden, file.GetInt(key("embedding_length")));
   CLEAVE_ASSIGN_OR_RETURN(c.num_heads, file.GetInt(key("attention.head_count")));
-  CLEAVE_ASSIGN_OR_RETURN(c.num_kv_heads, file.GetIntOr(key("attention.head_count_kv"), c.num_heads));
+  CLEAVE_ASSIGN_OR_RETURN(c.num_kv_heads,
+                          file.GetIntOr(key("attention.head_count_kv"), c.num_heads));
   CLEAVE_ASSIGN_OR_RETURN(c.ffn_hidden, file.GetInt(key("feed_forward_length")));
   CLEAVE_ASSIGN_OR_RETURN(c.context_length, file.GetInt(key("context_length")));
   int64_t default_head_dim = c.num_heads > 0 ? c.hidden / c.num_heads : 0;
   CLEAVE_ASSIGN_OR_RETURN(c.head_dim, file.GetIntOr(key("attention.key_length"), default_head_dim));
-  CLEAVE_ASSIGN_OR_RETURN(int64_t value_length, file.GetIntOr(key("attention.value_length"), c.head_dim));
+  CLEAVE_ASSIGN_OR_RETURN(int64_t value_length,
+                          file.GetIntOr(key("attention.value_length"), c.head_dim));
   if (value_length != c.head_dim) {
     return Unimplemented("attention key_length {} != value_length {} is not supported", c.head_dim,
                          value_length);
   }
   CLEAVE_ASSIGN_OR_RETURN(int64_t rope_dim, file.GetIntOr(key("rope.dimension_count"), c.head_dim));
   if (rope_dim != c.head_dim) {
-    return Unimplemented("partial rotary embedding (rope.dimension_count {} < head dim {}) is not supported",
-                         rope_dim, c.head_dim);
+    return Unimplemented(
+        "partial rotary embedding (rope.dimension_count {} < head dim {}) is not supported",
+        rope_dim, c.head_dim);
   }
-  CLEAVE_ASSIGN_OR_RETURN(double eps, file.GetFloatOr(key("attention.layer_norm_rms_epsilon"), 1e-5));
+  CLEAVE_ASSIGN_OR_RETURN(double eps,
+                          file.GetFloatOr(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rms_norm_eps = static_cast<float>(eps);
   CLEAVE_ASSIGN_OR_RETURN(double base, file.GetFloatOr(key("rope.freq_base"), 10000.0));
   c.rope_freq_base = static_cast<float>(base);
@@ -69,8 +75,10 @@ Result<ModelConfig> ReadModelConfig(const gguf::GgufFile& file) {
     c.rope_scaling = RopeScaling::kLinear;
     c.rope_freq_scale = static_cast<float>(1.0 / factor);
   } else if (scaling != "none" && scaling != "") {
-    return Unimplemented("rope scaling type '{}' is not supported (supported: none, linear; "
-                         "llama3 scaling comes as the rope_freqs tensor)", scaling);
+    return Unimplemented(
+        "rope scaling type '{}' is not supported (supported: none, linear; "
+        "llama3 scaling comes as the rope_freqs tensor)",
+        scaling);
   }
   // The vocabulary size: explicit key, else the tokenizer's token count.
   auto vocab = file.GetInt(key("vocab_size"));

@@ -20,10 +20,10 @@ struct ModelConfig {
   const Architecture* arch = nullptr;
   std::string name;  // general.name, or the file name
   int64_t num_layers = 0;
-  int64_t hidden = 0;       // embedding length
+  int64_t hidden = 0;  // embedding length
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;     // hidden / num_heads unless the file says otherwise
+  int64_t head_dim = 0;  // hidden / num_heads unless the file says otherwise
   int64_t ffn_hidden = 0;
   int64_t vocab_size = 0;
   int64_t context_length = 0;

@@ -22,7 +22,8 @@ Result<std::string> ResolveModelPath(std::string_view explicit_path) {
   if (!explicit_path.empty()) {
     fs::path p(explicit_path);
     if (!fs::exists(p, ec)) return NotFound("model file {} does not exist", explicit_path);
-    if (fs::is_directory(p, ec)) return InvalidArgument("model path {} is a directory", explicit_path);
+    if (fs::is_directory(p, ec))
+      return InvalidArgument("model path {} is a directory", explicit_path);
     return std::string(explicit_path);
   }
   if (const char* env = std::getenv("CLEAVE_MODEL"); env != nullptr && *env != '\0') {

@@ -1,7 +1,7 @@
 #include "model/synthetic_model.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -155,36 +155,41 @@ Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::string& pa
                  float offset) -> Status {
     const uint64_t seed = ++tensor_seed * 0x2545f4914f6cdd1dull;
     auto row_bytes = RowBytes(dtype, cols);
-    if (!row_bytes) return InvalidArgument("{}: {} columns do not fit {} blocks", name, cols, DTypeName(dtype));
-    std::vector<int64_t> shape = rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
+    if (!row_bytes)
+      return InvalidArgument("{}: {} columns do not fit {} blocks", name, cols, DTypeName(dtype));
+    std::vector<int64_t> shape =
+        rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
     const uint64_t rb = *row_bytes;
-    return w.AddTensorFill(name, dtype, shape, [=](uint64_t byte_offset, std::span<uint8_t> dest) -> Status {
-      std::vector<float> values(cols);
-      std::vector<uint8_t> row(rb);
-      uint64_t done = 0;
-      while (done < dest.size()) {
-        const uint64_t at = byte_offset + done;
-        const uint64_t r = at / rb, in_row = at % rb;
-        FillNormal(seed + r * 0x9e3779b97f4a7c15ull, stddev, values.data(), cols);
-        for (auto& x : values) x += offset;
-        if (kernels::IsSupportedWeightType(dtype)) {
-          kernels::QuantizeRow(dtype, values.data(), row.data(), cols);
-        } else {
-          std::fill(row.begin(), row.end(), uint8_t{0});  // zero scales: valid in every format
-        }
-        const uint64_t n = std::min<uint64_t>(rb - in_row, dest.size() - done);
-        std::memcpy(dest.data() + done, row.data() + in_row, n);
-        done += n;
-      }
-      return Status::Ok();
-    });
+    return w.AddTensorFill(
+        name, dtype, shape, [=](uint64_t byte_offset, std::span<uint8_t> dest) -> Status {
+          std::vector<float> values(cols);
+          std::vector<uint8_t> row(rb);
+          uint64_t done = 0;
+          while (done < dest.size()) {
+            const uint64_t at = byte_offset + done;
+            const uint64_t r = at / rb, in_row = at % rb;
+            FillNormal(seed + r * 0x9e3779b97f4a7c15ull, stddev, values.data(), cols);
+            for (auto& x : values) x += offset;
+            if (kernels::IsSupportedWeightType(dtype)) {
+              kernels::QuantizeRow(dtype, values.data(), row.data(), cols);
+            } else {
+              std::fill(row.begin(), row.end(), uint8_t{0});  // zero scales: valid in every format
+            }
+            const uint64_t n = std::min<uint64_t>(rb - in_row, dest.size() - done);
+            std::memcpy(dest.data() + done, row.data() + in_row, n);
+            done += n;
+          }
+          return Status::Ok();
+        });
   };
   const float w_std = 1.0f / std::sqrt(static_cast<float>(spec.hidden));
   const float down_std = 1.0f / std::sqrt(static_cast<float>(spec.ffn_hidden));
-  CLEAVE_RETURN_IF_ERROR(add("token_embd.weight", spec.embedding_type, spec.hidden, spec.vocab_size, 1.0f, 0.0f));
+  CLEAVE_RETURN_IF_ERROR(
+      add("token_embd.weight", spec.embedding_type, spec.hidden, spec.vocab_size, 1.0f, 0.0f));
   CLEAVE_RETURN_IF_ERROR(add("output_norm.weight", DType::kF32, spec.hidden, 1, 0.1f, 1.0f));
   if (!spec.tied_embeddings) {
-    CLEAVE_RETURN_IF_ERROR(add("output.weight", spec.embedding_type, spec.hidden, spec.vocab_size, w_std, 0.0f));
+    CLEAVE_RETURN_IF_ERROR(
+        add("output.weight", spec.embedding_type, spec.hidden, spec.vocab_size, w_std, 0.0f));
   }
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
@@ -200,9 +205,11 @@ Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::string& pa
     }
     CLEAVE_RETURN_IF_ERROR(add(n("attn_output.weight"), wt, spec.hidden, spec.hidden, w_std, 0.0f));
     CLEAVE_RETURN_IF_ERROR(add(n("ffn_norm.weight"), DType::kF32, spec.hidden, 1, 0.1f, 1.0f));
-    CLEAVE_RETURN_IF_ERROR(add(n("ffn_gate.weight"), wt, spec.hidden, spec.ffn_hidden, w_std, 0.0f));
+    CLEAVE_RETURN_IF_ERROR(
+        add(n("ffn_gate.weight"), wt, spec.hidden, spec.ffn_hidden, w_std, 0.0f));
     CLEAVE_RETURN_IF_ERROR(add(n("ffn_up.weight"), wt, spec.hidden, spec.ffn_hidden, w_std, 0.0f));
-    CLEAVE_RETURN_IF_ERROR(add(n("ffn_down.weight"), wt, spec.ffn_hidden, spec.hidden, down_std, 0.0f));
+    CLEAVE_RETURN_IF_ERROR(
+        add(n("ffn_down.weight"), wt, spec.ffn_hidden, spec.hidden, down_std, 0.0f));
   }
   return w.WriteFile(path);
 }

@@ -25,9 +25,9 @@ struct SyntheticModelSpec {
   int64_t vocab_size = 384;
   int64_t context_length = 2048;
   float rope_freq_base = 10000.0f;
-  DType weight_type = DType::kF32;      // the 2-D layer weights
-  DType embedding_type = DType::kF32;   // token_embd (and output when untied)
-  bool tied_embeddings = true;          // no output.weight
+  DType weight_type = DType::kF32;     // the 2-D layer weights
+  DType embedding_type = DType::kF32;  // token_embd (and output when untied)
+  bool tied_embeddings = true;         // no output.weight
   uint64_t seed = 1;
 };
 

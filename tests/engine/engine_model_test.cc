@@ -39,9 +39,9 @@ class EngineModelTest : public ::testing::Test {
   }
 
   static std::vector<std::vector<TokenId>> Prompts(int n) {
-    const char* topics[] = {"the moon",  "bread",   "rivers",  "chess",    "volcanoes", "owls",
-                            "trains",    "music",   "glass",   "deserts",  "bees",      "clocks",
-                            "lighthouses", "maps", "coffee",  "snow"};
+    const char* topics[] = {"the moon",    "bread", "rivers", "chess",   "volcanoes", "owls",
+                            "trains",      "music", "glass",  "deserts", "bees",      "clocks",
+                            "lighthouses", "maps",  "coffee", "snow"};
     std::vector<std::vector<TokenId>> prompts;
     for (int i = 0; i < n; ++i) {
       std::string q = fmt::format("Tell me {} facts about {}.", 1 + i % 4, topics[i % 16]);

@@ -22,8 +22,7 @@ constexpr double kTolerance = 0.35;
 constexpr int kGreedyTokens = 64;
 
 std::string LongText() {
-  std::string text =
-      "Summarize the following notes about running a small bakery.\n\n";
+  std::string text = "Summarize the following notes about running a small bakery.\n\n";
   const char* notes[] = {
       "The oven must be preheated for forty minutes before the first batch of bread.",
       "Sourdough starter is fed twice a day with equal weights of flour and water.",
@@ -47,7 +46,8 @@ class DefaultModelTest : public ::testing::Test {
   void SetUp() override {
     path_ = testing::DefaultModelPath();
     if (path_.empty()) GTEST_SKIP() << "default model not installed: run scripts/setup.sh";
-    if (testing::ReferencePython().empty()) GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
+    if (testing::ReferencePython().empty())
+      GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
     auto model = Model::Load(path_);
     ASSERT_TRUE(model.ok()) << model.status().ToString();
     model_ = std::move(model).value();
@@ -69,8 +69,8 @@ TEST_F(DefaultModelTest, LogitsAndGreedyMatchReference) {
       ChatTokens("What is the capital of France?"),
       ChatTokens("Write a short poem about the sea."),
       ChatTokens("Explain in two sentences why the sky is blue."),
-      model_->tokenizer().Encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-                                 true, false),
+      model_->tokenizer().Encode(
+          "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", true, false),
       ChatTokens(LongText()),
   };
   ASSERT_GT(prompts.back().size(), 500u);
@@ -94,8 +94,10 @@ TEST_F(DefaultModelTest, LogitsAndGreedyMatchReference) {
     for (size_t r = 0; r < prompt.size(); ++r) {
       const float* a = &logits[r * vocab];
       const float* b = &ref->logits[r * vocab];
-      for (int64_t v = 0; v < vocab; ++v) max_diff = std::max(max_diff, double(std::abs(a[v] - b[v])));
-      const int64_t am = std::max_element(a, a + vocab) - a, bm = std::max_element(b, b + vocab) - b;
+      for (int64_t v = 0; v < vocab; ++v)
+        max_diff = std::max(max_diff, double(std::abs(a[v] - b[v])));
+      const int64_t am = std::max_element(a, a + vocab) - a,
+                    bm = std::max_element(b, b + vocab) - b;
       if (am != bm && b[bm] - b[am] > kTolerance) ++mismatches;
     }
     std::printf("prompt of %zu tokens: max |logit diff| %.4f\n", prompt.size(), max_diff);
@@ -111,10 +113,12 @@ TEST_F(DefaultModelTest, LogitsAndGreedyMatchReference) {
       ForwardItem step{std::span<const TokenId>(&generated.back(), 1),
                        static_cast<int64_t>(prompt.size()) + i, table, LogitsMode::kLast};
       ASSERT_TRUE(model_->Forward({&step, 1}, cache, pool, &logits).ok());
-      next = static_cast<TokenId>(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin());
+      next = static_cast<TokenId>(std::max_element(logits.begin(), logits.begin() + vocab) -
+                                  logits.begin());
     }
-    EXPECT_EQ(generated, ref->greedy) << "greedy text: " << model_->tokenizer().Decode(generated)
-                                      << "\nreference:   " << model_->tokenizer().Decode(ref->greedy);
+    EXPECT_EQ(generated, ref->greedy)
+        << "greedy text: " << model_->tokenizer().Decode(generated)
+        << "\nreference:   " << model_->tokenizer().Decode(ref->greedy);
   }
 }
 

@@ -23,7 +23,8 @@ std::string RunCommand(const std::string& cmd, int* exit_code) {
 TEST(GenerateE2eTest, GreedyChatOutputMatchesReference) {
   const std::string path = testing::DefaultModelPath();
   if (path.empty()) GTEST_SKIP() << "default model not installed: run scripts/setup.sh";
-  if (testing::ReferencePython().empty()) GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
+  if (testing::ReferencePython().empty())
+    GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
   constexpr int kTokens = 40;
   const std::string question = "What is the capital of France?";
 
@@ -44,10 +45,10 @@ TEST(GenerateE2eTest, GreedyChatOutputMatchesReference) {
   const std::string expected_text = tok.Decode(expected, /*skip_special=*/true);
 
   int rc = 0;
-  const std::string out = RunCommand(
-      fmt::format("'{}' generate -m '{}' --chat -p '{}' -n {} --temp 0 2>/dev/null",
-                  testing::CleaveBinary(), path, question, kTokens),
-      &rc);
+  const std::string out =
+      RunCommand(fmt::format("'{}' generate -m '{}' --chat -p '{}' -n {} --temp 0 2>/dev/null",
+                             testing::CleaveBinary(), path, question, kTokens),
+                 &rc);
   ASSERT_EQ(rc, 0);
   EXPECT_EQ(out, expected_text + "\n");
   EXPECT_NE(out.find("Paris"), std::string::npos) << out;
@@ -56,7 +57,8 @@ TEST(GenerateE2eTest, GreedyChatOutputMatchesReference) {
 TEST(GenerateE2eTest, MissingModelFileIsAClearError) {
   int rc = 0;
   const std::string out = RunCommand(
-      fmt::format("'{}' generate -m /nonexistent/model.gguf -p hi 2>&1", testing::CleaveBinary()), &rc);
+      fmt::format("'{}' generate -m /nonexistent/model.gguf -p hi 2>&1", testing::CleaveBinary()),
+      &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("does not exist"), std::string::npos) << out;
 }

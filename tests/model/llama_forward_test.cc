@@ -40,7 +40,9 @@ std::vector<float> RunAll(Model& model, const std::vector<TokenId>& tokens, Thre
   return logits;
 }
 
-int64_t Argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
+int64_t Argmax(const float* row, int64_t n) {
+  return std::max_element(row, row + n) - row;
+}
 
 struct Comparison {
   double max_abs_diff = 0;
@@ -54,7 +56,8 @@ Comparison Compare(const std::vector<float>& ours, const std::vector<float>& ref
   for (int64_t r = 0; r < rows; ++r) {
     const float* a = &ours[r * vocab];
     const float* b = &ref[r * vocab];
-    for (int64_t i = 0; i < vocab; ++i) c.max_abs_diff = std::max(c.max_abs_diff, double(std::abs(a[i] - b[i])));
+    for (int64_t i = 0; i < vocab; ++i)
+      c.max_abs_diff = std::max(c.max_abs_diff, double(std::abs(a[i] - b[i])));
     const int64_t am = Argmax(a, vocab), bm = Argmax(b, vocab);
     if (am != bm && b[bm] - b[am] > tie_tolerance) ++c.argmax_mismatches;
   }
@@ -70,12 +73,15 @@ struct FormatCase {
   double tolerance;  // max |logit difference|; see the file comment
 };
 
-void PrintTo(const FormatCase& fc, std::ostream* os) { *os << fc.name; }
+void PrintTo(const FormatCase& fc, std::ostream* os) {
+  *os << fc.name;
+}
 
 class SyntheticForwardTest : public ::testing::TestWithParam<FormatCase> {};
 
 TEST_P(SyntheticForwardTest, MatchesReference) {
-  if (testing::ReferencePython().empty()) GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
+  if (testing::ReferencePython().empty())
+    GTEST_SKIP() << "reference env missing: run scripts/setup.sh";
   const FormatCase& fc = GetParam();
   SyntheticModelSpec spec;
   spec.arch = fc.arch;
@@ -97,25 +103,25 @@ TEST_P(SyntheticForwardTest, MatchesReference) {
   ThreadPool pool(2);
   std::vector<float> ours = RunAll(**model, tokens, pool);
   Comparison c = Compare(ours, ref->logits, ref->vocab, fc.tolerance);
-  std::printf("[%s] max |logit diff| = %.3g (tolerance %.3g)\n", fc.name, c.max_abs_diff, fc.tolerance);
+  std::printf("[%s] max |logit diff| = %.3g (tolerance %.3g)\n", fc.name, c.max_abs_diff,
+              fc.tolerance);
   EXPECT_LE(c.max_abs_diff, fc.tolerance);
   EXPECT_EQ(c.argmax_mismatches, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, SyntheticForwardTest,
-    ::testing::Values(
-        FormatCase{"f32", "llama", DType::kF32, DType::kF32, true, 1e-3},
-        FormatCase{"f16", "llama", DType::kF16, DType::kF16, true, 1e-3},
-        FormatCase{"bf16", "llama", DType::kBF16, DType::kBF16, true, 1e-3},
-        FormatCase{"q8_0", "llama", DType::kQ8_0, DType::kQ8_0, true, 0.05},
-        FormatCase{"q4_0", "llama", DType::kQ4_0, DType::kQ8_0, true, 0.05},
-        FormatCase{"q4_1", "llama", DType::kQ4_1, DType::kQ8_0, true, 0.05},
-        FormatCase{"q4_k", "llama", DType::kQ4_K, DType::kQ6_K, true, 0.05},
-        FormatCase{"q5_k", "llama", DType::kQ5_K, DType::kQ8_0, true, 0.05},
-        FormatCase{"q6_k", "llama", DType::kQ6_K, DType::kQ6_K, true, 0.05},
-        FormatCase{"qwen2_bias_neox", "qwen2", DType::kQ8_0, DType::kF16, true, 0.05},
-        FormatCase{"untied_output", "llama", DType::kF16, DType::kF16, false, 1e-3}),
+    ::testing::Values(FormatCase{"f32", "llama", DType::kF32, DType::kF32, true, 1e-3},
+                      FormatCase{"f16", "llama", DType::kF16, DType::kF16, true, 1e-3},
+                      FormatCase{"bf16", "llama", DType::kBF16, DType::kBF16, true, 1e-3},
+                      FormatCase{"q8_0", "llama", DType::kQ8_0, DType::kQ8_0, true, 0.05},
+                      FormatCase{"q4_0", "llama", DType::kQ4_0, DType::kQ8_0, true, 0.05},
+                      FormatCase{"q4_1", "llama", DType::kQ4_1, DType::kQ8_0, true, 0.05},
+                      FormatCase{"q4_k", "llama", DType::kQ4_K, DType::kQ6_K, true, 0.05},
+                      FormatCase{"q5_k", "llama", DType::kQ5_K, DType::kQ8_0, true, 0.05},
+                      FormatCase{"q6_k", "llama", DType::kQ6_K, DType::kQ6_K, true, 0.05},
+                      FormatCase{"qwen2_bias_neox", "qwen2", DType::kQ8_0, DType::kF16, true, 0.05},
+                      FormatCase{"untied_output", "llama", DType::kF16, DType::kF16, false, 1e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // Batch invariance: a sequence's logits do not depend on what else is in the batch, and chunked
@@ -131,7 +137,9 @@ TEST(ForwardBatchTest, BatchedAndChunkedMatchAlone) {
   Model& model = **loaded;
   ThreadPool pool(2);
   const int64_t vocab = model.config().vocab_size;
-  std::vector<std::vector<TokenId>> seqs = {{5, 9, 300, 12}, {7}, {100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120}};
+  std::vector<std::vector<TokenId>> seqs = {
+      {5, 9, 300, 12}, {7}, {100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110,
+                             111, 112, 113, 114, 115, 116, 117, 118, 119, 120}};
   std::vector<std::vector<float>> alone;
   for (const auto& s : seqs) alone.push_back(RunAll(model, s, pool));
 
@@ -139,7 +147,8 @@ TEST(ForwardBatchTest, BatchedAndChunkedMatchAlone) {
   KvCache cache = model.MakeKvCache(16, kBlockSize);
   std::vector<std::vector<int32_t>> tables = {{3, 4}, {9}, {0, 7, 2}};
   std::vector<ForwardItem> batch;
-  for (size_t i = 0; i < seqs.size(); ++i) batch.push_back({seqs[i], 0, tables[i], LogitsMode::kAll});
+  for (size_t i = 0; i < seqs.size(); ++i)
+    batch.push_back({seqs[i], 0, tables[i], LogitsMode::kAll});
   std::vector<float> logits;
   ASSERT_TRUE(model.Forward(batch, cache, pool, &logits).ok());
   int64_t row = 0;
@@ -179,13 +188,16 @@ TEST(ForwardBatchTest, RejectsBadBatches) {
   std::vector<TokenId> tokens(20, 1);
   std::vector<int32_t> one_block = {0};
   ForwardItem too_few_blocks{tokens, 0, one_block, LogitsMode::kLast};
-  EXPECT_EQ((*model)->Forward({&too_few_blocks, 1}, cache, pool, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*model)->Forward({&too_few_blocks, 1}, cache, pool, &logits).code(),
+            StatusCode::kInvalidArgument);
   std::vector<int32_t> bad_block = {0, 5};
   ForwardItem out_of_range{tokens, 0, bad_block, LogitsMode::kLast};
-  EXPECT_EQ((*model)->Forward({&out_of_range, 1}, cache, pool, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*model)->Forward({&out_of_range, 1}, cache, pool, &logits).code(),
+            StatusCode::kInvalidArgument);
   std::vector<TokenId> bad_token = {100000};
   ForwardItem bad_id{bad_token, 0, one_block, LogitsMode::kLast};
-  EXPECT_EQ((*model)->Forward({&bad_id, 1}, cache, pool, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*model)->Forward({&bad_id, 1}, cache, pool, &logits).code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(ForwardLoadTest, UnsupportedFormatNamesTensorAndFormat) {
@@ -197,7 +209,8 @@ TEST(ForwardLoadTest, UnsupportedFormatNamesTensorAndFormat) {
   auto model = Model::Load(path);
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(model.status().message().find("blk.0.attn_q.weight"), std::string::npos) << model.status().message();
+  EXPECT_NE(model.status().message().find("blk.0.attn_q.weight"), std::string::npos)
+      << model.status().message();
   EXPECT_NE(model.status().message().find("q5_0"), std::string::npos);
 }
 

@@ -17,10 +17,10 @@ Result<ReferenceRun> RunLlamaReference(const std::string& model_path,
   if (python.empty()) return FailedPrecondition("reference env missing: run scripts/setup.sh");
   static int counter = 0;
   const std::string logits_path = fmt::format("{}/ref-logits-{}.bin", TempDir(), counter++);
-  const std::string cmd = fmt::format("'{}' '{}/tests/reference/llama_reference.py' '{}' --tokens {} "
-                                      "--logits-out '{}' --greedy {}",
-                                      python, SourceDir(), model_path, fmt::join(tokens, ","),
-                                      logits_path, greedy_tokens);
+  const std::string cmd = fmt::format(
+      "'{}' '{}/tests/reference/llama_reference.py' '{}' --tokens {} "
+      "--logits-out '{}' --greedy {}",
+      python, SourceDir(), model_path, fmt::join(tokens, ","), logits_path, greedy_tokens);
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (pipe == nullptr) return Internal("cannot run {}", cmd);
   std::string out;

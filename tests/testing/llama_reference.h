@@ -13,8 +13,8 @@ namespace cleave::testing {
 struct ReferenceRun {
   int64_t num_tokens = 0;
   int64_t vocab = 0;
-  std::vector<float> logits;     // [num_tokens, vocab]
-  std::vector<int32_t> greedy;   // greedy continuation
+  std::vector<float> logits;    // [num_tokens, vocab]
+  std::vector<int32_t> greedy;  // greedy continuation
 };
 
 // FailedPrecondition if the reference environment (.venv) is missing.

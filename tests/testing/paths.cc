@@ -10,9 +10,15 @@
 namespace cleave::testing {
 namespace fs = std::filesystem;
 
-std::string SourceDir() { return CLEAVE_SOURCE_DIR; }
-std::string BinaryDir() { return CLEAVE_BINARY_DIR; }
-std::string CleaveBinary() { return BinaryDir() + "/cleave"; }
+std::string SourceDir() {
+  return CLEAVE_SOURCE_DIR;
+}
+std::string BinaryDir() {
+  return CLEAVE_BINARY_DIR;
+}
+std::string CleaveBinary() {
+  return BinaryDir() + "/cleave";
+}
 
 std::string DefaultModelPath() {
   fs::path p = fs::path(SourceDir()) / kDefaultModelRelPath;
