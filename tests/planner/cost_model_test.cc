@@ -1,0 +1,124 @@
+#include "planner/cost_model.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "planner/roofline.h"
+
+namespace cleave::planner {
+namespace {
+
+// Samples from known coefficients with 2% multiplicative noise; the fit must recover them.
+TEST(FitLinearForm, RecoversKnownCoefficientsFromNoisyData) {
+  const LinearForm truth{0.018, 1.0e-4, 7.0e-9};  // DistServe-like prefill: s, s/token, s/token²
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> noise(0.0, 0.02);
+  std::vector<FitSample> samples;
+  for (int len : {16, 64, 128, 256, 512, 1024, 2048}) {
+    for (int batch : {1, 2, 4}) {
+      const double x1 = double(len) * batch, x2 = double(len) * len * batch;
+      samples.push_back({x1, x2, truth.Eval(x1, x2) * (1 + noise(gen))});
+    }
+  }
+  auto fit = FitLinearForm(samples);
+  ASSERT_TRUE(fit.ok()) << fit.status().ToString();
+  EXPECT_NEAR(fit->a, truth.a, 0.1 * truth.a);
+  EXPECT_NEAR(fit->b, truth.b, 0.1 * truth.b);
+  EXPECT_NEAR(fit->c, truth.c, 0.15 * truth.c);
+  EXPECT_LT(RmsRelativeError(*fit, samples), 0.04);
+}
+
+TEST(FitLinearForm, ExactDataGivesExactCoefficients) {
+  const LinearForm truth{0.02, 0.0005, 6e-7};  // decode: s, s/sequence, s/context token
+  std::vector<FitSample> samples;
+  for (int b : {1, 2, 4, 8, 16}) {
+    for (int ctx : {64, 256, 1024}) {
+      samples.push_back({double(b), double(b * ctx), truth.Eval(b, b * ctx)});
+    }
+  }
+  auto fit = FitLinearForm(samples);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_NEAR(fit->a, truth.a, 1e-9);
+  EXPECT_NEAR(fit->b, truth.b, 1e-10);
+  EXPECT_NEAR(fit->c, truth.c, 1e-12);
+}
+
+TEST(FitLinearForm, RejectsDegenerateSamples) {
+  // x2 = 2·x1 always: b and c cannot be told apart.
+  std::vector<FitSample> samples = {{1, 2, 1}, {2, 4, 2}, {3, 6, 3}, {4, 8, 4}};
+  EXPECT_FALSE(FitLinearForm(samples).ok());
+  EXPECT_FALSE(FitLinearForm({{1, 1, 1}}).ok());
+}
+
+TEST(ProfileFit, JsonRoundTrip) {
+  ProfileFit p;
+  p.model = "m";
+  p.isa = "avx2";
+  p.kv_bytes_per_token = 1234;
+  p.fits.push_back({2, {0.01, 0.002, 3e-7}, {0.02, 0.001, 4e-6}, 0.05, 0.03});
+  auto back = ProfileFit::FromJson(p.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_NE(back->ForThreads(2), nullptr);
+  EXPECT_EQ(back->ForThreads(1), nullptr);
+  EXPECT_DOUBLE_EQ(back->ForThreads(2)->decode.c, 4e-6);
+  EXPECT_EQ(back->kv_bytes_per_token, 1234);
+  EXPECT_FALSE(ProfileFit::FromJson("{\"fits\": []}").ok());
+  EXPECT_FALSE(ProfileFit::FromJson("{\"fits\": [{\"threads\": 1}]}").ok());
+}
+
+TEST(FittedCostModel, EvaluatesDistServeForms) {
+  FittedCostModel m({1, {0.01, 1e-4, 1e-8}, {0.02, 1e-3, 1e-6}}, 1000, 10);
+  EXPECT_DOUBLE_EQ(m.PrefillTime(512, 512.0 * 512), 0.01 + 1e-4 * 512 + 1e-8 * 512 * 512);
+  EXPECT_DOUBLE_EQ(m.DecodeTime(8, 4000), 0.02 + 8e-3 + 4e-3);
+  EXPECT_EQ(m.StepTime({}), 0);
+}
+
+TEST(Roofline, OptShapesMatchPublishedSizes) {
+  // Parameter counts from the OPT paper: 13B, 66B, 175B (within 3%).
+  for (auto [name, billions] :
+       {std::pair{"opt-13b", 13.0}, {"opt-66b", 66.0}, {"opt-175b", 175.0}}) {
+    auto s = BuiltinModelShape(name);
+    ASSERT_TRUE(s.ok());
+    EXPECT_NEAR(s->num_params() / 1e9, billions, 0.03 * billions) << name;
+  }
+  // DistServe §3.3: a 512-token OPT-66B request carries about 1.13 GB (GiB) of KV.
+  auto s66 = BuiltinModelShape("opt-66b");
+  EXPECT_NEAR(double(s66->kv_bytes_per_token()) * 512 / double(1 << 30), 1.13, 0.03);
+}
+
+TEST(Roofline, Opt13bOnA100NearDistServeProfile) {
+  // DistServe's fitted A100 profile for OPT-13B TP1 (simdistserve profile data): prefill
+  // 18.10 + 0.1019 l + 7.12e-6 l² ms; decode 19.93 + 6.27e-4 Σctx + 0.0385 B ms.
+  auto shape = BuiltinModelShape("opt-13b");
+  auto gpu = BuiltinGpu("a100");
+  RooflineCostModel m(*shape, *gpu, {1, 1});
+  ASSERT_TRUE(m.fits());
+  const double prefill_ms = m.PrefillTime(512, 512.0 * 512) * 1e3;
+  const double distserve_prefill = 18.10 + 0.1019 * 512 + 7.12e-6 * 512 * 512;
+  EXPECT_NEAR(prefill_ms, distserve_prefill, 0.25 * distserve_prefill);
+  const double decode_ms = m.DecodeTime(16, 16 * 600) * 1e3;
+  const double distserve_decode = 19.93 + 6.27e-4 * 16 * 601 + 0.0385 * 16;
+  EXPECT_NEAR(decode_ms, distserve_decode, 0.25 * distserve_decode);
+  // TP2 prefill is faster (compute split), and PP gives capacity.
+  RooflineCostModel tp2(*shape, *gpu, {2, 1});
+  EXPECT_LT(tp2.PrefillTime(512, 512.0 * 512), 0.7 * m.PrefillTime(512, 512.0 * 512));
+  RooflineCostModel pp2(*shape, *gpu, {1, 2});
+  EXPECT_GT(pp2.kv_capacity_tokens(), 2 * m.kv_capacity_tokens());
+  // OPT-175B does not fit on one node's worth of TP1.
+  RooflineCostModel big(*BuiltinModelShape("opt-175b"), *gpu, {1, 1});
+  EXPECT_FALSE(big.fits());
+}
+
+TEST(Roofline, ShapeJson) {
+  auto s = ModelShapeFromJson(
+      R"({"name":"x","num_layers":2,"hidden":64,"num_heads":4,"num_kv_heads":2,"ffn_hidden":128,"vocab_size":100,"gated_ffn":true})");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->head_dim, 16);
+  EXPECT_EQ(s->kv_bytes_per_token(), 2 * 2 * 32 * 2);
+  EXPECT_FALSE(ModelShapeFromJson(R"({"num_layers":2})").ok());
+  EXPECT_FALSE(LoadModelShape("no-such-model").ok());
+}
+
+}  // namespace
+}  // namespace cleave::planner
