@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/matmul_kernels.h"
 #include "kernels/quant_formats.h"
 
 namespace cleave::kernels {
@@ -180,6 +181,35 @@ TEST_P(MatMulTest, OutlierPerBlockStaysAccurate) {
       }
     }
   }
+}
+
+// Each level's activation quantizer gives exactly the scalar one's int16 codes and scales
+// (blocks of zeros, outliers, values on rounding ties, negative zero).
+TEST_P(MatMulTest, ActivationQuantizerMatchesScalar) {
+  const cpu::Isa isa = GetParam();
+  const cpu::MatMulKernels& kernels = isa == cpu::Isa::kAvx512 ? cpu::Avx512MatMulKernels()
+                                      : isa == cpu::Isa::kAvx2 ? cpu::Avx2MatMulKernels()
+                                                               : cpu::ScalarMatMulKernels();
+  if (kernels.quantize == nullptr) GTEST_SKIP() << "level uses the scalar quantizer";
+  const int64_t num_blocks = 24;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(32 * num_blocks);
+  for (float& v : x) v = normal(rng);
+  for (int i = 0; i < 32; ++i) x[32 + i] = 0.0f;
+  x[64] = -0.0f;
+  for (int64_t j = 3; j < num_blocks; j += 3) x[32 * j + j % 32] = 1000.0f * (j % 2 ? 1 : -1);
+  for (int i = 0; i < 32; ++i) x[32 * 5 + i] = (i - 16) + 0.5f;  // amax 16 -> many ties
+  x[32 * 5] = 32767.0f / 2048;
+  std::vector<int16_t> q_want(x.size()), q_got(x.size());
+  std::vector<float> d_want(num_blocks), d_got(num_blocks), s_want(2 * num_blocks),
+      s_got(2 * num_blocks);
+  cpu::QuantizeActivationRowScalar(x.data(), num_blocks, q_want.data(), d_want.data(),
+                                   s_want.data());
+  kernels.quantize(x.data(), num_blocks, q_got.data(), d_got.data(), s_got.data());
+  EXPECT_EQ(q_got, q_want);
+  EXPECT_EQ(d_got, d_want);
+  EXPECT_EQ(s_got, s_want);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, MatMulTest, ::testing::ValuesIn(cpu::SupportedIsas()),

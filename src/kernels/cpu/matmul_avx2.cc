@@ -15,7 +15,8 @@ struct DotAvx2 {
 }  // namespace
 
 const MatMulKernels& Avx2MatMulKernels() {
-  static const MatMulKernels kernels{QuantizedX86<DotAvx2, 2, 4>, FloatX86<2, 4>, 2};
+  static const MatMulKernels kernels{QuantizedX86<DotAvx2, 2, 4>, FloatX86<2, 4>, 2, nullptr,
+                                     QuantizeRowX86};
   return kernels;
 }
 

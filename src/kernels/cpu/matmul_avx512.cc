@@ -16,7 +16,7 @@ struct DotVnni {
 
 const MatMulKernels& Avx512MatMulKernels() {
   static const MatMulKernels kernels{QuantizedX86<DotVnni, 4, 4>, FloatX86<4, 4>, 4,
-                                     LegacyMatMulAvx512};
+                                     LegacyMatMulAvx512, QuantizeRowX86};
   return kernels;
 }
 

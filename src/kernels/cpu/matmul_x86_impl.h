@@ -41,6 +41,43 @@ inline float HSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+inline int32_t HSumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// QuantizeRowFn in AVX2, bit-identical to QuantizeActivationRowScalar: the same float
+// operations (|x| max, amax / 32767, 32767 / amax, x * inv rounded to nearest even).
+inline void QuantizeRowX86(const float* x, int64_t num_blocks, int16_t* qs, float* d, float* s16) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t j = 0; j < num_blocks; ++j) {
+    const float* xb = x + 32 * j;
+    __m256 v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_loadu_ps(xb + 8 * k);
+    const __m256 m =
+        _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
+                      _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float scale = amax / 32767;
+    const __m256 inv = _mm256_set1_ps(amax > 0 ? 32767 / amax : 0);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));
+    // packs interleaves 128-bit lanes: (q0 lo, q1 lo, q0 hi, q1 hi); 0xd8 restores order.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 32 * j),
+                        _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xd8));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 32 * j + 16),
+                        _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xd8));
+    d[j] = scale;
+    s16[2 * j] = scale * static_cast<float>(HSumI32(_mm256_add_epi32(q[0], q[1])));
+    s16[2 * j + 1] = scale * static_cast<float>(HSumI32(_mm256_add_epi32(q[2], q[3])));
+  }
+}
+
 // Unpacked rows, 64-byte aligned, reused across calls on one thread.
 class RowScratch {
  public:
