@@ -5,6 +5,8 @@
 //   cleave profile            prompt/generation throughput of the forward pass
 //   cleave bench              goodput and latency of any OpenAI-compatible server
 //   cleave serve              OpenAI-compatible HTTP server
+//   cleave plan               simulate placements and rank them by goodput per GPU
+//   cleave worker             cluster worker (prefill / decode / mixed) behind `serve`
 #include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
@@ -22,6 +24,8 @@ int main(int argc, char** argv) {
   cleave::app::RegisterProfile(app, exit_code);
   cleave::app::RegisterBench(app, exit_code);
   cleave::app::RegisterServe(app, exit_code);
+  cleave::app::RegisterPlan(app, exit_code);
+  cleave::app::RegisterWorker(app, exit_code);
   app.parse_complete_callback([&] { cleave::InitLogging(verbose); });
   try {
     app.parse(argc, argv);

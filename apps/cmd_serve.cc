@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "cluster/local_cluster.h"
 #include "engine/model_executor.h"
 #include "kernels/cpu/dispatch.h"
 #include "model/model.h"
@@ -46,6 +47,11 @@ struct ServeOptions {
   int http_threads = 256;
   int32_t max_n = 16;
   double grace_s = 30;
+  int32_t prefill_workers = 0;  // > 0 with decode_workers: disaggregated worker processes
+  int32_t decode_workers = 0;
+  int32_t mixed_workers = 0;  // > 0: colocated, but in worker processes
+  int32_t prefill_threads = 0;
+  int32_t decode_threads = 0;
 };
 
 constexpr int32_t kBlockSize = 16;
@@ -153,7 +159,6 @@ int RunServe(const ServeOptions& o) {
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-  ModelExecutor executor(model, static_cast<int32_t>(num_blocks), kBlockSize, threads);
   server::ServiceConfig sc;
   sc.engine.num_blocks = static_cast<int32_t>(num_blocks);
   sc.engine.block_size = kBlockSize;
@@ -165,7 +170,45 @@ int RunServe(const ServeOptions& o) {
   sc.max_queued_requests = o.max_queued_requests;
   sc.max_queued_tokens = o.max_queued_tokens > 0 ? o.max_queued_tokens : 8 * kv_tokens;
   server::Metrics metrics(http.served_model_name);
-  server::EngineService service(sc, &executor, &model.tokenizer(), &metrics);
+  // Colocated in this process (the default), or a router in front of worker processes.
+  std::unique_ptr<ModelExecutor> executor;
+  std::unique_ptr<cluster::LocalCluster> cluster;
+  std::unique_ptr<server::EngineService> service_ptr;
+  if (o.prefill_workers + o.decode_workers + o.mixed_workers > 0) {
+    cluster::LocalClusterConfig cc;
+    cc.num_prefill = o.prefill_workers;
+    cc.num_decode = o.decode_workers;
+    cc.num_mixed = o.mixed_workers;
+    cc.prefill_threads = o.prefill_threads;
+    cc.decode_threads = o.decode_threads;
+    cc.mixed_threads = o.threads;
+    cc.worker_args = {"-m",
+                      *path,
+                      "--kv-cache-tokens",
+                      std::to_string(kv_tokens),
+                      "--max-model-len",
+                      std::to_string(max_model_len),
+                      "--max-batch-tokens",
+                      std::to_string(o.max_batch_tokens),
+                      "--max-seqs",
+                      std::to_string(o.max_seqs)};
+    if (o.no_prefix_caching) cc.worker_args.push_back("--no-prefix-caching");
+    Result<std::unique_ptr<cluster::LocalCluster>> started = cluster::LocalCluster::Start(cc);
+    if (!started.ok()) {
+      spdlog::error("cannot start the workers: {}", started.status().message());
+      http_server.Stop();
+      serve_thread.join();
+      return 1;
+    }
+    cluster = std::move(*started);
+    service_ptr = std::make_unique<server::EngineService>(sc, &cluster->router(), &metrics);
+  } else {
+    executor = std::make_unique<ModelExecutor>(model, static_cast<int32_t>(num_blocks), kBlockSize,
+                                               threads);
+    service_ptr =
+        std::make_unique<server::EngineService>(sc, executor.get(), &model.tokenizer(), &metrics);
+  }
+  server::EngineService& service = *service_ptr;
   http_server.SetBackend({&service, &model.tokenizer(), &model.chat_template(), &metrics});
 
   kernels::cpu::LogIsaChoice();
@@ -195,6 +238,7 @@ int RunServe(const ServeOptions& o) {
   lock.unlock();
   serve_thread.join();
   service.Shutdown();
+  if (cluster) cluster->Stop();
   spdlog::info("stopped");
   return 0;
 }
@@ -241,6 +285,19 @@ void RegisterServe(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--grace", o->grace_s, "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::Range(0.0, 3600.0));
+  cmd->add_option("--prefill-workers", o->prefill_workers,
+                  "Disaggregated: prefill worker processes (with --decode-workers)")
+      ->check(CLI::Range(0, 64));
+  cmd->add_option("--decode-workers", o->decode_workers, "Disaggregated: decode worker processes")
+      ->check(CLI::Range(0, 64));
+  cmd->add_option("--mixed-workers", o->mixed_workers,
+                  "Colocated worker processes behind the router (default: engine in-process)")
+      ->check(CLI::Range(0, 64));
+  cmd->add_option("--prefill-threads", o->prefill_threads,
+                  "Threads (and pinned cores) per prefill worker (default: cores split evenly)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--decode-threads", o->decode_threads, "Threads (and cores) per decode worker")
+      ->check(CLI::Range(0, 1024));
   cmd->callback([o, &exit_code] { exit_code = RunServe(*o); });
 }
 

@@ -118,6 +118,11 @@ std::optional<std::vector<BlockId>> Engine::AllocateBlocks(int32_t n) {
   return blocks;
 }
 
+void Engine::FreeBlocks(const std::vector<BlockId>& blocks) {
+  std::lock_guard lock(mu_);
+  pool_.Free(blocks);
+}
+
 void Engine::Cancel(RequestId id) {
   std::lock_guard lock(mu_);
   Sequence* seq = scheduler_.Find(id);

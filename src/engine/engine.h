@@ -90,6 +90,9 @@ class Engine {
                                         int32_t num_computed_tokens);
   // Reserves n blocks (e.g. to receive shipped KV); nullopt when the pool is short. Thread-safe.
   std::optional<std::vector<BlockId>> AllocateBlocks(int32_t n);
+  // Returns blocks from AllocateBlocks that were not handed to AddPrefilledRequest (e.g. a KV
+  // transfer failed). Thread-safe.
+  void FreeBlocks(const std::vector<BlockId>& blocks);
   // Finishes the request with kCancelled and frees its blocks now. Unknown ids are ignored.
   // Thread-safe.
   void Cancel(RequestId id);

@@ -20,6 +20,9 @@ class ModelExecutor : public Executor {
   int32_t vocab_size() const override { return static_cast<int32_t>(model_.config().vocab_size); }
 
   const KvCache& kv_cache() const { return cache_; }
+  // For KV transfer: writes into blocks the engine reserved with AllocateBlocks, or reads blocks
+  // of sequences between steps.
+  KvCache& mutable_kv_cache() { return cache_; }
   int num_threads() const { return pool_.num_threads(); }
 
  private:

@@ -39,7 +39,16 @@ EngineService::EngineService(ServiceConfig config, Executor* executor, const Tok
     : config_(WithClock(std::move(config), std::chrono::steady_clock::now())),
       metrics_(metrics),
       start_(std::chrono::steady_clock::now()),
-      engine_(config_.engine, executor, tokenizer) {
+      owned_(std::make_unique<cluster::LocalBackend>(config_.engine, executor, tokenizer)),
+      engine_(owned_.get()) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+EngineService::EngineService(ServiceConfig config, cluster::Backend* backend, Metrics* metrics)
+    : config_(std::move(config)),
+      metrics_(metrics),
+      start_(std::chrono::steady_clock::now()),
+      engine_(backend) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -48,7 +57,7 @@ EngineService::~EngineService() {
 }
 
 double EngineService::now() const {
-  return config_.engine.clock();
+  return engine_->now();
 }
 
 Result<std::shared_ptr<RequestGroup>> EngineService::Submit(std::vector<Request> requests) {
@@ -70,12 +79,12 @@ Result<std::shared_ptr<RequestGroup>> EngineService::Submit(std::vector<Request>
   const double arrival = now();
   for (Request& r : requests) {
     const int32_t prompt_len = static_cast<int32_t>(r.prompt.size());
-    Result<RequestId> id = engine_.AddRequest(std::move(r));
+    Result<RequestId> id = engine_->AddRequest(std::move(r));
     if (!id.ok()) {
       for (RequestId added : group->ids_) {
         Dequeue(tracked_.at(added));
         tracked_.erase(added);
-        engine_.Cancel(added);
+        engine_->Cancel(added);
       }
       poll_pending_ = true;
       work_cv_.notify_one();
@@ -115,7 +124,7 @@ void EngineService::Cancel(const std::shared_ptr<RequestGroup>& group) {
                                   t.num_tokens);
       }
       tracked_.erase(it);
-      engine_.Cancel(id);  // frees the blocks now
+      engine_->Cancel(id);  // frees the blocks now
     }
     poll_pending_ = true;
   }
@@ -129,7 +138,7 @@ void EngineService::CancelAll() {
   {
     std::lock_guard lock(mu_);
     // The cancelled outputs are routed as usual, so waiting handlers see finish_reason "abort".
-    for (const auto& [id, t] : tracked_) engine_.Cancel(id);
+    for (const auto& [id, t] : tracked_) engine_->Cancel(id);
     poll_pending_ = true;
   }
   work_cv_.notify_one();
@@ -145,7 +154,7 @@ void EngineService::Shutdown() {
   }
   work_cv_.notify_one();
   thread_.join();
-  Route(engine_.PollOutputs());
+  Route(engine_->PollOutputs());
 }
 
 int32_t EngineService::num_in_flight() const {
@@ -155,10 +164,10 @@ int32_t EngineService::num_in_flight() const {
 
 EngineGauges EngineService::gauges() const {
   EngineGauges g;
-  g.num_running = engine_.num_running();
-  g.num_waiting = engine_.num_waiting();
-  g.blocks = engine_.block_stats();
-  g.num_preemptions = engine_.num_preemptions();
+  g.num_running = engine_->num_running();
+  g.num_waiting = engine_->num_waiting();
+  g.blocks = engine_->block_stats();
+  g.num_preemptions = engine_->num_preemptions();
   g.healthy = !failed_;
   return g;
 }
@@ -167,20 +176,20 @@ void EngineService::Loop() {
   while (true) {
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || poll_pending_ || engine_.HasUnfinished(); });
+      work_cv_.wait(lock, [&] { return stop_ || poll_pending_ || engine_->HasUnfinished(); });
       if (stop_) break;
       poll_pending_ = false;
     }
-    const int64_t steps_before = engine_.num_steps();
-    Status status = engine_.Step();
+    const int64_t steps_before = engine_->num_steps();
+    Status status = engine_->Step();
     if (!status.ok()) {
       // The executor failed: the batch's requests were finished with an error. Treat the
       // engine as dead (health 503, no new requests) rather than fail request after request.
       spdlog::error("engine step failed: {}", status.ToString());
       failed_ = true;
     }
-    Route(engine_.PollOutputs());
-    if (status.ok() && engine_.num_steps() == steps_before && engine_.HasUnfinished()) {
+    Route(engine_->PollOutputs());
+    if (status.ok() && engine_->num_steps() == steps_before && engine_->HasUnfinished()) {
       // Nothing was schedulable (should not last); do not spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

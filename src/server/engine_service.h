@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/backend.h"
 #include "engine/engine.h"
 #include "server/metrics.h"
 
@@ -61,6 +62,9 @@ class EngineService {
   // executor and tokenizer must outlive the service. Starts the engine thread.
   EngineService(ServiceConfig config, Executor* executor, const Tokenizer* tokenizer,
                 Metrics* metrics);
+  // Drives another backend (the cluster router), which must outlive the service; only the
+  // queue limits of config are used.
+  EngineService(ServiceConfig config, cluster::Backend* backend, Metrics* metrics);
   ~EngineService();  // Shutdown()
 
   // Queues all requests or none: ResourceExhausted when the queue bounds would be exceeded,
@@ -81,7 +85,7 @@ class EngineService {
   bool accepting() const { return accepting_ && !failed_; }
   int32_t num_in_flight() const;
   EngineGauges gauges() const;
-  int32_t max_model_len() const { return engine_.max_model_len(); }
+  int32_t max_model_len() const { return engine_->max_model_len(); }
   // Seconds on the engine's clock.
   double now() const;
 
@@ -105,7 +109,8 @@ class EngineService {
   ServiceConfig config_;
   Metrics* metrics_;
   std::chrono::steady_clock::time_point start_;
-  Engine engine_;
+  std::unique_ptr<cluster::Backend> owned_;  // the local engine, in colocated mode
+  cluster::Backend* engine_;
 
   mutable std::mutex mu_;  // guards below; taken before the engine's own lock, never after
   std::condition_variable work_cv_;

@@ -1,0 +1,66 @@
+// Backend: what the server's EngineService drives. Two implementations: LocalBackend (the engine
+// in this process, colocated mode, the default) and Router (worker processes over the wire).
+// The method names and contracts are Engine's, so a request reads the same either way.
+//
+// Thread-safety: as Engine: Step() from one thread at a time, everything else from any thread.
+#pragma once
+
+#include <functional>
+
+#include "engine/engine.h"
+
+namespace cleave::cluster {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Validates and queues a request; its outputs come from PollOutputs under the returned id.
+  virtual Result<RequestId> AddRequest(Request request) = 0;
+  // Finishes the request with kCancelled (an output is queued) and frees its KV. Unknown ids
+  // are ignored.
+  virtual void Cancel(RequestId id) = 0;
+  // One iteration: an engine step, or a short wait for worker messages.
+  virtual Status Step() = 0;
+  // Takes all queued outputs, in order.
+  virtual std::vector<RequestOutput> PollOutputs() = 0;
+  virtual bool HasUnfinished() const = 0;
+  virtual int32_t max_model_len() const = 0;
+  virtual int32_t num_running() const = 0;
+  virtual int32_t num_waiting() const = 0;
+  virtual BlockPoolStats block_stats() const = 0;
+  virtual int64_t num_preemptions() const = 0;
+  virtual int64_t num_steps() const = 0;
+  // Seconds; the clock of RequestOutput's times.
+  virtual double now() const = 0;
+};
+
+// The engine in this process.
+class LocalBackend : public Backend {
+ public:
+  // config.clock must be set. executor and tokenizer must outlive the backend.
+  LocalBackend(EngineConfig config, Executor* executor, const Tokenizer* tokenizer)
+      : clock_(config.clock), engine_(std::move(config), executor, tokenizer) {}
+
+  Result<RequestId> AddRequest(Request request) override {
+    return engine_.AddRequest(std::move(request));
+  }
+  void Cancel(RequestId id) override { engine_.Cancel(id); }
+  Status Step() override { return engine_.Step(); }
+  std::vector<RequestOutput> PollOutputs() override { return engine_.PollOutputs(); }
+  bool HasUnfinished() const override { return engine_.HasUnfinished(); }
+  int32_t max_model_len() const override { return engine_.max_model_len(); }
+  int32_t num_running() const override { return engine_.num_running(); }
+  int32_t num_waiting() const override { return engine_.num_waiting(); }
+  BlockPoolStats block_stats() const override { return engine_.block_stats(); }
+  int64_t num_preemptions() const override { return engine_.num_preemptions(); }
+  int64_t num_steps() const override { return engine_.num_steps(); }
+  double now() const override { return clock_(); }
+
+  Engine& engine() { return engine_; }
+
+ private:
+  std::function<double()> clock_;
+  Engine engine_;
+};
+
+}  // namespace cleave::cluster

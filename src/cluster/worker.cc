@@ -1,0 +1,627 @@
+#include "cluster/worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "cluster/transport.h"
+
+namespace cleave::cluster {
+
+std::span<uint8_t> KvBlockBytes(KvCache& cache, bool value, int64_t layer, int64_t block) {
+  float* start = value ? cache.V(layer, block, 0) : cache.K(layer, block, 0);
+  return {reinterpret_cast<uint8_t*>(start), KvBlockByteSize(cache)};
+}
+
+uint64_t KvBlockByteSize(const KvCache& cache) {
+  return uint64_t(cache.block_size()) * uint64_t(cache.token_stride()) * sizeof(float);
+}
+
+namespace {
+
+constexpr auto kHeartbeatInterval = std::chrono::milliseconds(100);
+
+// A prompt's KV copied out of the cache: [layer][block][K | V], each part block_bytes.
+struct StagedKv {
+  int32_t num_blocks = 0;
+  std::vector<uint8_t> bytes;
+};
+
+int32_t CeilDiv(int64_t a, int64_t b) {
+  return static_cast<int32_t>((a + b - 1) / b);
+}
+
+}  // namespace
+
+struct Worker::Impl : public Executor {
+  Impl(WorkerConfig c, Executor* executor, KvCache* cache, const Tokenizer* tokenizer)
+      : config(std::move(c)),
+        inner(executor),
+        cache(cache),
+        engine(EngineConfigOf(config), this, tokenizer) {
+    if (config.max_staged_blocks <= 0) config.max_staged_blocks = config.engine.num_blocks;
+    if (config.decode_reserve_blocks < 0)
+      config.decode_reserve_blocks = config.engine.num_blocks / 16;
+  }
+
+  static EngineConfig EngineConfigOf(const WorkerConfig& c) { return c.engine; }
+
+  // --- Executor: the model's executor, plus a copy of each finished prompt's KV (prefill). ---
+  Result<Logits> Execute(const ScheduledBatch& batch) override {
+    Result<Logits> logits = inner->Execute(batch);
+    if (!logits.ok() || config.role != WorkerRole::kPrefill) return logits;
+    const uint64_t block_bytes = KvBlockByteSize(*cache);
+    for (const ScheduledSeq& s : batch.seqs) {
+      if (!s.needs_logits) continue;  // a prefill-only request needs logits once: prompt done
+      StagedKv staged;
+      staged.num_blocks = CeilDiv(s.start + s.num_tokens, cache->block_size());
+      staged.bytes.resize(size_t(cache->num_layers()) * staged.num_blocks * 2 * block_bytes);
+      uint8_t* out = staged.bytes.data();
+      for (int64_t layer = 0; layer < cache->num_layers(); ++layer) {
+        for (int32_t b = 0; b < staged.num_blocks; ++b) {
+          for (bool value : {false, true}) {
+            std::span<uint8_t> src = KvBlockBytes(*cache, value, layer, s.block_table[b]);
+            std::memcpy(out, src.data(), src.size());
+            out += src.size();
+          }
+        }
+      }
+      captured[s.request_id] = std::move(staged);  // engine thread only
+    }
+    return logits;
+  }
+  int32_t vocab_size() const override { return inner->vocab_size(); }
+
+  // What the engine thread knows about an engine request.
+  struct Tracked {
+    uint64_t rid = 0;
+    RequestMode mode = RequestMode::kFull;
+    int32_t max_tokens = 0;  // as the router asked
+    int32_t prompt_len = 0;
+    int32_t prefill_blocks = 0;  // prefill: counted in inflight_prefill_blocks
+  };
+  // A decode worker's pull in progress.
+  struct Transfer {
+    AddRequestMsg msg;
+    std::vector<BlockId> blocks;
+    int64_t num_received = 0;
+    bool cancelled = false;
+    std::shared_ptr<Connection> peer;
+  };
+
+  WorkerConfig config;
+  Executor* inner;
+  KvCache* cache;
+  Engine engine;
+  std::unordered_map<RequestId, StagedKv> captured;  // engine thread only
+
+  std::unique_ptr<TcpListener> listener;
+  std::thread accept_thread, engine_thread;
+  std::vector<std::thread> conn_threads;
+
+  mutable std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  bool stop = false;
+  bool wake = false;  // set with every notify: new work or freed room
+  std::shared_ptr<Connection> router;
+  std::vector<std::shared_ptr<Connection>> conns;  // all, to close at Stop
+  std::deque<AddRequestMsg> pending;               // kFull / kPrefillOnly, not yet admitted
+  std::deque<AddRequestMsg> pulls;                 // kDecode, waiting for blocks
+  std::unordered_map<uint64_t, Transfer> transfers;
+  std::deque<uint64_t> ready;  // transfers complete: add to the engine
+  std::unordered_map<RequestId, Tracked> by_engine;
+  std::unordered_map<uint64_t, RequestId> by_rid;
+  std::unordered_map<uint64_t, StagedKv> staged;  // prefill: waiting to be pulled
+  std::unordered_map<std::string, std::shared_ptr<Connection>> peers;  // decode: "host:port"
+  int64_t staged_blocks = 0;
+  int64_t inflight_prefill_blocks = 0;
+  uint64_t queued_prefill_tokens = 0;
+  uint64_t kv_bytes_sent = 0, kv_bytes_received = 0;
+
+  KvLayout Layout() const {
+    KvLayout l;
+    l.num_layers = uint32_t(cache->num_layers());
+    l.block_size = uint32_t(cache->block_size());
+    l.num_blocks = uint32_t(config.engine.num_blocks);
+    l.block_bytes = KvBlockByteSize(*cache);
+    l.vocab_size = uint32_t(inner->vocab_size());
+    l.max_model_len = uint32_t(engine.max_model_len());
+    return l;
+  }
+
+  WorkerStats Stats() const {  // mu held
+    WorkerStats s;
+    const BlockPoolStats b = engine.block_stats();
+    s.num_blocks = uint32_t(b.num_blocks);
+    s.num_free_blocks = uint32_t(b.num_free_blocks);
+    s.num_running = uint32_t(engine.num_running());
+    s.num_waiting = uint32_t(engine.num_waiting() + pending.size() + pulls.size());
+    s.num_staged_blocks = uint32_t(staged_blocks);
+    s.num_queued_prefill_tokens = queued_prefill_tokens;
+    s.kv_bytes_sent = kv_bytes_sent;
+    s.kv_bytes_received = kv_bytes_received;
+    return s;
+  }
+
+  void Wake() {  // mu held
+    wake = true;
+    cv.notify_all();
+  }
+
+  void SendToRouter(const Frame& f) {  // mu held or not; router is read under mu
+    std::shared_ptr<Connection> r;
+    {
+      std::lock_guard lock(mu);
+      r = router;
+    }
+    if (r) (void)r->Send(f);
+  }
+
+  void FailToRouter(uint64_t rid, const std::string& error) {
+    TokenOutputMsg m;
+    m.request_id = rid;
+    m.output.finished = true;
+    m.output.finish_reason = FinishReason::kError;
+    m.output.error = error;
+    SendToRouter(Encode(m));
+  }
+
+  // --- connection threads ---
+  void AcceptLoop() {
+    while (true) {
+      Result<std::unique_ptr<Connection>> conn = listener->Accept();
+      if (!conn.ok()) return;
+      std::shared_ptr<Connection> c = std::move(*conn);
+      std::lock_guard lock(mu);
+      if (stop) return;
+      conns.push_back(c);
+      conn_threads.emplace_back([this, c] { ServeConnection(c); });
+    }
+  }
+
+  void ServeConnection(std::shared_ptr<Connection> conn) {
+    Result<HelloMsg> hello = AcceptHandshake(*conn, config.secret, config.role, Layout());
+    if (!hello.ok()) {
+      spdlog::warn("refused {}: {}", conn->peer(), hello.status().ToString());
+      conn->Close();
+      return;
+    }
+    if (hello->role == WorkerRole::kRouter) {
+      std::lock_guard lock(mu);
+      router = conn;
+    } else if (!(hello->layout == Layout())) {
+      spdlog::warn("refused {}: its KV layout differs from ours", conn->peer());
+      conn->Close();
+      return;
+    }
+    while (true) {
+      Result<Frame> frame = conn->Recv();
+      if (!frame.ok()) break;
+      Status s = Dispatch(*frame, conn);
+      if (!s.ok()) {
+        spdlog::warn("dropping {}: {}", conn->peer(), s.ToString());
+        break;
+      }
+    }
+    conn->Close();
+    std::lock_guard lock(mu);
+    if (router == conn) {
+      // The router is gone: nobody will read these requests' outputs; free their KV.
+      router.reset();
+      for (const auto& [eid, t] : by_engine) engine.Cancel(eid);
+      pending.clear();
+      pulls.clear();
+      staged.clear();
+      staged_blocks = 0;
+      for (auto& [rid, t] : transfers) t.cancelled = true;
+      Wake();
+    }
+  }
+
+  Status Dispatch(const Frame& frame, const std::shared_ptr<Connection>& conn) {
+    switch (frame.type) {
+      case MessageType::kAddRequest: {
+        CLEAVE_ASSIGN_OR_RETURN(AddRequestMsg m, DecodeAddRequest(frame));
+        std::lock_guard lock(mu);
+        if (m.mode == RequestMode::kDecode) {
+          pulls.push_back(std::move(m));
+        } else {
+          queued_prefill_tokens += m.request.prompt.size();
+          pending.push_back(std::move(m));
+        }
+        Wake();
+        return Status::Ok();
+      }
+      case MessageType::kCancel: {
+        CLEAVE_ASSIGN_OR_RETURN(CancelMsg m, DecodeCancel(frame));
+        CancelRequest(m.request_id);
+        return Status::Ok();
+      }
+      case MessageType::kKvPull: {
+        CLEAVE_ASSIGN_OR_RETURN(KvPullMsg m, DecodeKvPull(frame));
+        return ServePull(m, *conn);
+      }
+      case MessageType::kHeartbeat:
+        return Status::Ok();
+      default:
+        return InvalidArgument("unexpected message type {}", uint16_t(frame.type));
+    }
+  }
+
+  void CancelRequest(uint64_t rid) {
+    std::lock_guard lock(mu);
+    auto erase_from = [&](std::deque<AddRequestMsg>& q) {
+      for (auto it = q.begin(); it != q.end(); ++it) {
+        if (it->request_id == rid) {
+          if (&q == &pending) queued_prefill_tokens -= it->request.prompt.size();
+          q.erase(it);
+          return true;
+        }
+      }
+      return false;
+    };
+    if (erase_from(pending) || erase_from(pulls)) return;
+    if (auto it = staged.find(rid); it != staged.end()) {
+      staged_blocks -= it->second.num_blocks;
+      staged.erase(it);
+      Wake();
+      return;
+    }
+    if (auto it = transfers.find(rid); it != transfers.end()) {
+      it->second.cancelled = true;  // the blocks are freed when the transfer ends
+      return;
+    }
+    if (auto it = by_rid.find(rid); it != by_rid.end()) engine.Cancel(it->second);
+  }
+
+  // Prefill side: stream a staged prompt's KV to the decode worker that reserved blocks for it.
+  Status ServePull(const KvPullMsg& m, Connection& conn) {
+    StagedKv kv;
+    {
+      std::lock_guard lock(mu);
+      auto it = staged.find(m.request_id);
+      if (it == staged.end()) {
+        return conn.Send(Encode(KvDoneMsg{m.request_id, false, "no staged KV for this request"}));
+      }
+      kv = std::move(it->second);
+      staged.erase(it);
+      staged_blocks -= kv.num_blocks;
+      Wake();
+    }
+    if (uint32_t(kv.num_blocks) != m.num_blocks) {
+      return conn.Send(Encode(
+          KvDoneMsg{m.request_id, false,
+                    fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks)}));
+    }
+    const uint64_t block_bytes = KvBlockByteSize(*cache);
+    const uint8_t* p = kv.bytes.data();
+    for (int64_t layer = 0; layer < cache->num_layers(); ++layer) {
+      for (int32_t b = 0; b < kv.num_blocks; ++b) {
+        CLEAVE_RETURN_IF_ERROR(
+            conn.Send(EncodeKvBlock(m.request_id, uint32_t(layer), uint32_t(b), {p, block_bytes},
+                                    {p + block_bytes, block_bytes})));
+        p += 2 * block_bytes;
+      }
+    }
+    {
+      std::lock_guard lock(mu);
+      kv_bytes_sent += kv.bytes.size();
+    }
+    return conn.Send(Encode(KvDoneMsg{m.request_id, true, ""}));
+  }
+
+  // Decode side: reads KV frames from one prefill worker.
+  void PeerLoop(std::shared_ptr<Connection> peer, std::string key) {
+    while (true) {
+      Result<Frame> frame = peer->Recv();
+      Status s = frame.ok() ? OnPeerFrame(*frame) : frame.status();
+      if (!s.ok()) {
+        spdlog::warn("KV peer {} lost: {}", key, s.ToString());
+        break;
+      }
+    }
+    peer->Close();
+    std::vector<std::pair<uint64_t, bool>> failed;
+    {
+      std::lock_guard lock(mu);
+      if (auto it = peers.find(key); it != peers.end() && it->second == peer) peers.erase(it);
+      for (auto it = transfers.begin(); it != transfers.end();) {
+        if (it->second.peer != peer) {
+          ++it;
+          continue;
+        }
+        engine.FreeBlocks(it->second.blocks);
+        failed.emplace_back(it->first, it->second.cancelled);
+        it = transfers.erase(it);
+      }
+    }
+    for (auto [rid, cancelled] : failed) {
+      if (!cancelled) FailToRouter(rid, "KV transfer failed: the prefill worker was lost");
+    }
+  }
+
+  Status OnPeerFrame(const Frame& frame) {
+    if (frame.type == MessageType::kKvBlock) {
+      CLEAVE_ASSIGN_OR_RETURN(KvBlockMsg m, DecodeKvBlock(frame));
+      std::lock_guard lock(mu);  // held while writing: a cancel cannot free the blocks meanwhile
+      auto it = transfers.find(m.request_id);
+      if (it == transfers.end()) return DataLoss("KV block for unknown request {}", m.request_id);
+      Transfer& t = it->second;
+      const uint64_t block_bytes = KvBlockByteSize(*cache);
+      if (m.layer >= cache->num_layers() || m.block_index >= t.blocks.size() ||
+          m.bytes.size() != 2 * block_bytes) {
+        return DataLoss("KV block (layer {}, block {}, {} bytes) does not fit the reservation",
+                        m.layer, m.block_index, m.bytes.size());
+      }
+      const BlockId block = t.blocks[m.block_index];
+      std::memcpy(KvBlockBytes(*cache, false, m.layer, block).data(), m.bytes.data(), block_bytes);
+      std::memcpy(KvBlockBytes(*cache, true, m.layer, block).data(), m.bytes.data() + block_bytes,
+                  block_bytes);
+      ++t.num_received;
+      kv_bytes_received += m.bytes.size();
+      return Status::Ok();
+    }
+    if (frame.type == MessageType::kKvDone) {
+      CLEAVE_ASSIGN_OR_RETURN(KvDoneMsg m, DecodeKvDone(frame));
+      std::string error;
+      {
+        std::lock_guard lock(mu);
+        auto it = transfers.find(m.request_id);
+        if (it == transfers.end()) return Status::Ok();
+        Transfer& t = it->second;
+        const bool complete = t.num_received == cache->num_layers() * int64_t(t.blocks.size());
+        if (m.ok && complete && !t.cancelled) {
+          ready.push_back(m.request_id);
+          Wake();
+          return Status::Ok();
+        }
+        if (!t.cancelled)
+          error = m.ok ? "KV transfer incomplete" : "KV transfer failed: " + m.error;
+        engine.FreeBlocks(t.blocks);
+        transfers.erase(it);
+      }
+      if (!error.empty()) FailToRouter(m.request_id, error);
+      return Status::Ok();
+    }
+    if (frame.type == MessageType::kHeartbeat) return Status::Ok();
+    return InvalidArgument("unexpected message type {} from a KV peer", uint16_t(frame.type));
+  }
+
+  // --- engine thread ---
+  Result<std::shared_ptr<Connection>> PeerFor(const std::string& host, uint16_t port) {
+    const std::string key = fmt::format("{}:{}", host, port);
+    {
+      std::lock_guard lock(mu);
+      if (auto it = peers.find(key); it != peers.end()) return it->second;
+    }
+    CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, TcpConnect(host, port));
+    std::shared_ptr<Connection> conn = std::move(c);
+    CLEAVE_ASSIGN_OR_RETURN(HelloAckMsg ack,
+                            ConnectHandshake(*conn, config.secret, config.role, Layout()));
+    if (!(ack.layout == Layout())) return FailedPrecondition("{} has another KV layout", key);
+    std::lock_guard lock(mu);
+    peers[key] = conn;
+    conns.push_back(conn);
+    conn_threads.emplace_back([this, conn, key] { PeerLoop(conn, key); });
+    return conn;
+  }
+
+  // Starts pulls while blocks allow (FIFO: a large request is not overtaken).
+  void StartPulls() {
+    while (true) {
+      AddRequestMsg m;
+      std::vector<BlockId> blocks;
+      {
+        std::lock_guard lock(mu);
+        if (pulls.empty()) return;
+        const int32_t n = CeilDiv(pulls.front().request.prompt.size(), cache->block_size());
+        const int32_t free_blocks = engine.block_stats().num_free_blocks;
+        const bool idle = engine.num_running() == 0 && transfers.empty();
+        if (free_blocks - n < config.decode_reserve_blocks && !(idle && free_blocks >= n)) return;
+        std::optional<std::vector<BlockId>> got = engine.AllocateBlocks(n);
+        if (!got) return;
+        blocks = std::move(*got);
+        m = std::move(pulls.front());
+        pulls.pop_front();
+      }
+      Result<std::shared_ptr<Connection>> peer = PeerFor(m.source_host, m.source_port);
+      const uint64_t rid = m.request_id;
+      const uint32_t n = uint32_t(blocks.size());
+      if (!peer.ok()) {
+        engine.FreeBlocks(blocks);
+        FailToRouter(rid, "cannot reach the prefill worker: " + peer.status().message());
+        continue;
+      }
+      {
+        std::lock_guard lock(mu);
+        Transfer t;
+        t.msg = std::move(m);
+        t.blocks = std::move(blocks);
+        t.peer = *peer;
+        transfers.emplace(rid, std::move(t));
+      }
+      if (!(*peer)->Send(Encode(KvPullMsg{rid, n})).ok()) {
+        // PeerLoop sees the broken connection and fails the transfer.
+        (*peer)->Close();
+      }
+    }
+  }
+
+  // Adds queued requests to the engine; returns the requests it refused. Engine thread.
+  std::vector<std::pair<uint64_t, std::string>> Admit() {
+    std::vector<std::pair<uint64_t, std::string>> failed;
+    std::lock_guard lock(mu);
+    while (!ready.empty()) {
+      const uint64_t rid = ready.front();
+      ready.pop_front();
+      auto it = transfers.find(rid);
+      if (it == transfers.end()) continue;
+      Transfer t = std::move(it->second);
+      transfers.erase(it);
+      if (t.cancelled) {
+        engine.FreeBlocks(t.blocks);
+        continue;
+      }
+      const int32_t prompt_len = int32_t(t.msg.request.prompt.size());
+      const int32_t max_tokens = t.msg.request.params.max_tokens;
+      std::vector<BlockId> blocks = t.blocks;
+      Result<RequestId> eid =
+          engine.AddPrefilledRequest(std::move(t.msg.request), std::move(t.msg.output_tokens),
+                                     std::move(t.blocks), prompt_len);
+      if (!eid.ok()) {
+        engine.FreeBlocks(blocks);
+        failed.emplace_back(rid, eid.status().ToString());
+        continue;
+      }
+      by_engine[*eid] = Tracked{rid, RequestMode::kDecode, max_tokens, prompt_len, 0};
+      by_rid[rid] = *eid;
+    }
+    while (!pending.empty()) {
+      AddRequestMsg& m = pending.front();
+      const int32_t prompt_len = int32_t(m.request.prompt.size());
+      int32_t blocks = 0;
+      if (m.mode == RequestMode::kPrefillOnly) {
+        blocks = CeilDiv(prompt_len, cache->block_size());
+        const int64_t used = staged_blocks + inflight_prefill_blocks;
+        if (used > 0 && used + blocks > config.max_staged_blocks) break;  // full: wait for pulls
+      }
+      AddRequestMsg msg = std::move(m);
+      pending.pop_front();
+      queued_prefill_tokens -= prompt_len;
+      const int32_t max_tokens = msg.request.params.max_tokens;
+      if (msg.mode == RequestMode::kPrefillOnly) {
+        msg.request.params.max_tokens = 1;
+        msg.request.params.min_tokens = std::min(msg.request.params.min_tokens, 1);
+      }
+      Result<RequestId> eid = engine.AddRequest(std::move(msg.request));
+      if (!eid.ok()) {
+        failed.emplace_back(msg.request_id, eid.status().ToString());
+        continue;
+      }
+      inflight_prefill_blocks += blocks;
+      by_engine[*eid] = Tracked{msg.request_id, msg.mode, max_tokens, prompt_len, blocks};
+      by_rid[msg.request_id] = *eid;
+    }
+    return failed;
+  }
+
+  // Sends the engine's outputs to the router under router ids. Engine thread.
+  void RouteOutputs() {
+    std::vector<Frame> frames;
+    {
+      std::lock_guard lock(mu);
+      for (RequestOutput& out : engine.PollOutputs()) {
+        auto it = by_engine.find(out.request_id);
+        if (it == by_engine.end()) continue;
+        const Tracked t = it->second;
+        TokenOutputMsg m;
+        m.request_id = t.rid;
+        if (t.mode == RequestMode::kPrefillOnly && out.finished) {
+          inflight_prefill_blocks -= t.prefill_blocks;
+          auto kv = captured.find(out.request_id);
+          const bool more = out.finish_reason == FinishReason::kLength && t.max_tokens > 1 &&
+                            t.prompt_len + 1 < engine.max_model_len() && !out.token_ids.empty();
+          if (more && kv != captured.end() && router) {
+            staged_blocks += kv->second.num_blocks;
+            staged[t.rid] = std::move(kv->second);
+            out.finished = false;
+            out.finish_reason = FinishReason::kNone;
+            m.kv_staged = true;
+          }
+          if (kv != captured.end()) captured.erase(kv);
+        }
+        if (out.finished) {
+          by_rid.erase(t.rid);
+          by_engine.erase(it);
+        }
+        m.output = std::move(out);
+        frames.push_back(Encode(m));
+      }
+    }
+    for (const Frame& f : frames) SendToRouter(f);
+  }
+
+  void EngineLoop() {
+    auto last_heartbeat = std::chrono::steady_clock::now();
+    while (true) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, std::chrono::milliseconds(20),
+                    [&] { return stop || wake || engine.HasUnfinished(); });
+        if (stop) return;
+        wake = false;
+      }
+      StartPulls();
+      for (const auto& [rid, error] : Admit()) FailToRouter(rid, error);
+      if (engine.HasUnfinished()) {
+        Status s = engine.Step();
+        if (!s.ok()) spdlog::error("engine step failed: {}", s.ToString());
+      }
+      RouteOutputs();
+      if (std::chrono::steady_clock::now() - last_heartbeat >= kHeartbeatInterval) {
+        last_heartbeat = std::chrono::steady_clock::now();
+        HeartbeatMsg hb;
+        {
+          std::lock_guard lock(mu);
+          hb.stats = Stats();
+        }
+        SendToRouter(Encode(hb));
+      }
+    }
+  }
+};
+
+Worker::Worker(WorkerConfig config, Executor* executor, KvCache* cache, const Tokenizer* tokenizer)
+    : impl_(std::make_unique<Impl>(std::move(config), executor, cache, tokenizer)) {}
+
+Worker::~Worker() {
+  Stop();
+}
+
+Status Worker::Start() {
+  Impl& m = *impl_;
+  CLEAVE_ASSIGN_OR_RETURN(m.listener, TcpListener::Listen(m.config.host, m.config.port));
+  m.accept_thread = std::thread([&m] { m.AcceptLoop(); });
+  m.engine_thread = std::thread([&m] { m.EngineLoop(); });
+  return Status::Ok();
+}
+
+uint16_t Worker::port() const {
+  return impl_->listener ? impl_->listener->port() : 0;
+}
+
+void Worker::Stop() {
+  Impl& m = *impl_;
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(m.mu);
+    if (m.stop) return;
+    m.stop = true;
+    m.Wake();
+    for (auto& c : m.conns) c->Close();
+  }
+  if (m.listener) m.listener->Close();
+  if (m.accept_thread.joinable()) m.accept_thread.join();
+  if (m.engine_thread.joinable()) m.engine_thread.join();
+  {
+    std::lock_guard lock(m.mu);
+    threads = std::move(m.conn_threads);
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+WorkerStats Worker::stats() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->Stats();
+}
+
+KvLayout Worker::layout() const {
+  return impl_->Layout();
+}
+
+}  // namespace cleave::cluster
