@@ -78,6 +78,16 @@ class Server {
   }
   bool ready() const { return ready_; }
   int port() const { return port_; }
+  // The pid of the first worker of `role` that the server started (from its log), or -1.
+  pid_t WorkerPid(const std::string& role) const {
+    std::ifstream in(log_);
+    const std::string needle = "started " + role + " worker pid ";
+    for (std::string line; std::getline(in, line);) {
+      const size_t at = line.find(needle);
+      if (at != std::string::npos) return std::stoi(line.substr(at + needle.size()));
+    }
+    return -1;
+  }
   std::string log() const {
     std::ifstream in(log_);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -240,6 +250,40 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     ExpectSame(batch_ref, CompleteAll(mixed.port(), prompts, kMaxTokens), "mixed worker");
     ExpectNoLeakedBlocks(mixed);
   }
+}
+
+// kill -9 of the decode worker: its in-flight requests end promptly with a clear error (never
+// hang), later requests are refused with a clear error, and the frontend keeps answering.
+TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
+  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  const pid_t decode_pid = disagg.WorkerPid("decode");
+  ASSERT_GT(decode_pid, 0) << disagg.log();
+  const std::vector<std::string> prompts = Prompts(4);
+  std::vector<Completion> results(prompts.size());
+  std::vector<std::thread> threads;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = Complete(disagg.port(), prompts[i], 2000); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_EQ(::kill(decode_pid, SIGKILL), 0);
+  for (std::thread& t : threads) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  int num_failed = 0;
+  for (const Completion& c : results) {
+    if (c.status == 200) continue;  // finished (EOS) before the kill
+    ++num_failed;
+    EXPECT_EQ(c.status, 500) << c.error;
+    EXPECT_NE(c.error.find("died"), std::string::npos) << c.error;
+  }
+  EXPECT_GT(num_failed, 0) << "no request was in flight at the kill";
+  Completion after = Complete(disagg.port(), prompts[0], 8);
+  EXPECT_EQ(after.status, 503) << after.error;
+  EXPECT_NE(after.error.find("no worker"), std::string::npos) << after.error;
+  httplib::Client c("127.0.0.1", disagg.port());
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
 }
 
 }  // namespace
