@@ -6,6 +6,7 @@
 //   cleave bench              goodput and latency of any OpenAI-compatible server
 //   cleave serve              OpenAI-compatible HTTP server
 //   cleave plan               simulate placements and rank them by goodput per GPU
+//   cleave plan               simulate placements and rank them by goodput per GPU
 //   cleave worker             cluster worker (prefill / decode / mixed) behind `serve`
 #include <CLI/CLI.hpp>
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   cleave::app::RegisterProfile(app, exit_code);
   cleave::app::RegisterBench(app, exit_code);
   cleave::app::RegisterServe(app, exit_code);
+  cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterWorker(app, exit_code);
   app.parse_complete_callback([&] { cleave::InitLogging(verbose); });

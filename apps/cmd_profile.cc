@@ -1,8 +1,12 @@
 // `cleave profile`: llama-bench-style throughput of the forward pass on this machine.
 //   cleave profile [-m MODEL] -p 128,512 -n 128 -t 1,2 -r 5 [--json]
+//   cleave profile [-m MODEL] -t 1,2 --fit FIT.json   (cost-model fit for `cleave plan`)
 // For each thread count: prompt processing (pp<N>: one N-token prefill into an empty cache) and
 // text generation (tg<N>: N single-token decode steps from an empty cache), each repeated r
 // times after one warm-up run, reported as mean ± stdev tokens/s.
+// --fit times batched prefills (several prompt lengths and batch sizes) and decode steps
+// (several batch sizes and context lengths; the cached K/V are left as zeros, which costs the
+// same as real ones) and fits DistServe's step-time forms per thread count (planner/cost_model.h).
 #include <fmt/format.h>
 
 #include <chrono>
@@ -13,6 +17,7 @@
 #include "kernels/cpu/dispatch.h"
 #include "model/model.h"
 #include "model/model_path.h"
+#include "planner/cost_model.h"
 
 namespace cleave::app {
 namespace {
@@ -24,6 +29,7 @@ struct ProfileOptions {
   std::vector<int> threads = {1, 2};
   int repetitions = 5;
   bool json = false;
+  std::string fit_path;
 };
 
 struct Sample {
@@ -56,6 +62,81 @@ double TimeRun(Model& model, ThreadPool& pool, int64_t tokens, bool prefill) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Seconds for one forward over spans (len_i tokens at start_i), the best of `reps` runs.
+double TimeSpans(Model& model, ThreadPool& pool, const std::vector<std::pair<int64_t, int64_t>>& spans,
+                 int reps) {
+  constexpr int64_t kBlock = 16;
+  int64_t total_blocks = 0;
+  for (auto [len, start] : spans) total_blocks += (start + len + kBlock - 1) / kBlock;
+  KvCache cache = model.MakeKvCache(total_blocks, kBlock);
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<std::vector<TokenId>> ids(spans.size());
+  std::vector<std::vector<int32_t>> tables(spans.size());
+  std::vector<ForwardItem> items;
+  int32_t next_block = 0;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    auto [len, start] = spans[i];
+    for (int64_t t = 0; t < len; ++t) ids[i].push_back(TokenId((t * 7919 + 13 + i) % vocab));
+    for (int64_t b = 0; b < (start + len + kBlock - 1) / kBlock; ++b) tables[i].push_back(next_block++);
+    items.push_back({ids[i], start, tables[i], LogitsMode::kLast});
+  }
+  std::vector<float> logits;
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; ++r) {  // the first run warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    CLEAVE_CHECK(model.Forward(items, cache, pool, &logits).ok());
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::min(best, dt);
+  }
+  return best;
+}
+
+int RunFit(const ProfileOptions& o, Model& model, const std::string& path) {
+  planner::ProfileFit fit;
+  fit.model = model.config().name;
+  fit.isa = std::string(kernels::cpu::IsaName(kernels::cpu::ActiveIsa()));
+  // KvCache stores f32 K and V for every layer.
+  fit.kv_bytes_per_token = 2 * model.config().num_layers * model.config().kv_dim() * 4;
+  const int reps = std::min(o.repetitions, 3);
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    std::vector<planner::FitSample> prefill, decode;
+    for (int64_t len : {16, 64, 128, 256, 512}) {
+      for (int64_t batch : {1, 2, 4}) {
+        if (len * batch > 1024) continue;
+        std::vector<std::pair<int64_t, int64_t>> spans(batch, {len, 0});
+        prefill.push_back({double(len * batch), double(len * len * batch), TimeSpans(model, pool, spans, reps)});
+      }
+    }
+    for (int64_t batch : {1, 4, 8, 16, 32}) {
+      for (int64_t ctx : {32, 256, 1024}) {
+        std::vector<std::pair<int64_t, int64_t>> spans(batch, {1, ctx});
+        decode.push_back({double(batch), double(batch * ctx), TimeSpans(model, pool, spans, reps)});
+      }
+    }
+    auto pf = planner::FitLinearForm(prefill);
+    auto df = planner::FitLinearForm(decode);
+    if (!pf.ok() || !df.ok()) {
+      fmt::print(stderr, "error: fit failed: {}\n", (!pf.ok() ? pf.status() : df.status()).message());
+      return 1;
+    }
+    planner::ThreadFit tf{t, *pf, *df, planner::RmsRelativeError(*pf, prefill),
+                          planner::RmsRelativeError(*df, decode)};
+    fmt::print("threads {}: prefill {:.4g} + {:.4g}*sum_l + {:.4g}*sum_l2 s (rms rel err {:.1f}%); "
+               "decode {:.4g} + {:.4g}*B + {:.4g}*sum_ctx s (rms rel err {:.1f}%)\n",
+               t, tf.prefill.a, tf.prefill.b, tf.prefill.c, 100 * tf.prefill_rms_rel_error,
+               tf.decode.a, tf.decode.b, tf.decode.c, 100 * tf.decode_rms_rel_error);
+    std::fflush(stdout);
+    fit.fits.push_back(tf);
+  }
+  if (Status s = fit.Save(path); !s.ok()) {
+    fmt::print(stderr, "error: {}\n", s.message());
+    return 1;
+  }
+  fmt::print("wrote {}\n", path);
+  return 0;
+}
+
 int RunProfile(const ProfileOptions& o) {
   auto path = ResolveModelPath(o.model);
   if (!path.ok()) {
@@ -68,6 +149,7 @@ int RunProfile(const ProfileOptions& o) {
     fmt::print(stderr, "error: {}\n", model.status().message());
     return 1;
   }
+  if (!o.fit_path.empty()) return RunFit(o, **model, o.fit_path);
   std::vector<Sample> samples;
   for (int t : o.threads) {
     ThreadPool pool(t);
@@ -120,6 +202,8 @@ void RegisterProfile(CLI::App& app, int& exit_code) {
       ->delimiter(',')->check(CLI::Range(1, 1024));
   cmd->add_option("-r,--repetitions", o->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", o->json, "Print JSON instead of the table");
+  cmd->add_option("--fit", o->fit_path,
+                  "Time batched prefill and decode steps, fit the planner's cost model, write JSON");
   cmd->callback([o, &exit_code] { exit_code = RunProfile(*o); });
 }
 

@@ -14,6 +14,7 @@ void RegisterProfile(CLI::App& app, int& exit_code);
 void RegisterBench(CLI::App& app, int& exit_code);
 void RegisterServe(CLI::App& app, int& exit_code);
 void RegisterPlan(CLI::App& app, int& exit_code);
+void RegisterPlan(CLI::App& app, int& exit_code);
 void RegisterWorker(CLI::App& app, int& exit_code);
 
 }  // namespace cleave::app

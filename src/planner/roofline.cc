@@ -205,7 +205,8 @@ double RooflineCostModel::LayersTime(const StepShape& s) const {
   double layer = gemm + attn;
   if (par_.tp > 1) {
     const double bytes = tokens * double(shape_.hidden) * shape_.dtype_bytes;
-    layer += 2 * (2.0 * (tp - 1) / tp * bytes / gpu_.nvlink_bw + a_.allreduce_latency_s);
+    layer += 2 * (2.0 * (tp - 1) / tp * bytes / (gpu_.nvlink_bw * a_.allreduce_bw_eff) +
+                  a_.allreduce_latency_s);
   }
   // LM head over the rows that need logits (one per span).
   const double rows = double(s.prefill_seqs + s.decode_seqs);

@@ -10,8 +10,8 @@
 //            + kv_layer·(Σ context + Σ s_i)/tp         (cached K/V read by attention)
 //            + kv_layer·t/tp                           (new K/V written)
 //   time     = max(FLOPs / (peak·compute_eff), bytes / (hbm_bw·memory_eff))
-//            + 2 all-reduces of t·hidden·dtype bytes (ring: 2(tp-1)/tp of it over NVLink,
-//              plus a fixed latency each) when tp > 1.
+//            + 2 all-reduces of t·hidden·dtype bytes (ring: 2(tp-1)/tp of it at NCCL's bus
+//              bandwidth, ~40% of the NVLink figure, plus a fixed latency each) when tp > 1.
 // A step = layers·layer time + LM head over the rows that need logits + a fixed step overhead.
 // Pipeline parallelism (pp stages): each stage owns layers/pp; the batch is cut into pp
 // micro-batches (whole sequences, balanced by tokens); a step is one pipeline round, whose time
@@ -85,12 +85,13 @@ Result<GpuSpec> BuiltinGpu(std::string_view name);
 
 // Assumptions shared by every roofline estimate; docs/planner.md states them.
 struct RooflineAssumptions {
-  double compute_eff = 0.70;      // achieved / peak FLOP/s on large GEMMs
-  double memory_eff = 0.80;       // achieved / peak HBM bandwidth
-  double step_overhead_s = 3e-3;  // launch, scheduling, sampling per step
-  double allreduce_latency_s = 8e-6;
-  double memory_util = 0.90;         // fraction of GPU memory the engine may use
-  double activation_reserve = 0.05;  // of GPU memory, kept for activations and workspace
+  double compute_eff = 0.70;           // achieved / peak FLOP/s on large GEMMs
+  double memory_eff = 0.80;            // achieved / peak HBM bandwidth
+  double step_overhead_s = 3e-3;       // launch, scheduling, sampling per step
+  double allreduce_latency_s = 15e-6;  // NCCL small-message all-reduce within a node
+  double allreduce_bw_eff = 0.4;       // all-reduce bus bandwidth / NVLink's bidirectional figure
+  double memory_util = 0.90;           // fraction of GPU memory the engine may use
+  double activation_reserve = 0.05;    // of GPU memory, kept for activations and workspace
 };
 
 struct Parallelism {

@@ -1,0 +1,234 @@
+// `cleave plan`: predicts goodput per GPU (or per core) for placements of a model on a cluster,
+// by simulation (src/planner/), and prints them ranked.
+//   cleave plan --model opt-13b --hardware a100 --nodes 1 --gpus-per-node 4
+//               --workload chatbot --ttft 0.25 --tpot 0.1
+//   cleave plan --hardware local --profile fit.json --workload chatbot --ttft 2 --tpot 0.2
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "apps/commands.h"
+#include "model/model_path.h"
+#include "planner/search.h"
+
+namespace cleave::app {
+namespace {
+
+using namespace cleave::planner;
+
+struct PlanOptions {
+  std::string model;
+  std::string hardware = "a100";
+  int nodes = 1;
+  int gpus_per_node = 8;
+  double inter_node_gbps = 0;  // GB/s; 0: the hardware table's
+  std::string workload = "chatbot";
+  double ttft_s = 0.25;
+  double tpot_s = 0.1;
+  double attainment = 0.9;
+  std::string profile;
+  int cores = 0;
+  int64_t kv_cache_tokens = 0;
+  int64_t num_requests = 300;
+  double burstiness = 1.0;
+  uint64_t seed = 0;
+  int threads = 0;
+  int top = 10;
+  std::string only;  // colocated | alg1 | alg2
+  bool json = false;
+};
+
+std::string ServeCommand(const PlanOptions& o, const PlanCandidate& c, int64_t kv_tokens) {
+  std::string model = o.model.empty() ? "" : fmt::format(" -m {}", o.model);
+  return fmt::format("cleave serve{} --threads {} --max-batch-tokens {} --kv-cache-tokens {}",
+                     model, c.threads_prefill, c.max_batch_tokens, kv_tokens);
+}
+
+int RunPlan(const PlanOptions& o) {
+  PlanSpec spec;
+  spec.local = o.hardware == "local";
+  spec.attainment = o.attainment;
+  spec.slo.ttft_ms = o.ttft_s * 1e3;
+  spec.slo.tpot_ms = o.tpot_s * 1e3;
+  spec.num_requests = o.num_requests;
+  spec.seed = o.seed;
+  spec.threads = o.threads;
+  if (!o.only.empty()) {
+    spec.colocated = o.only == "colocated";
+    spec.alg1 = o.only == "alg1";
+    spec.alg2 = o.only == "alg2";
+    if (!spec.colocated && !spec.alg1 && !spec.alg2) {
+      fmt::print(stderr, "error: --only takes colocated, alg1 or alg2\n");
+      return 2;
+    }
+  }
+  int64_t max_context = 2048;
+  if (spec.local) {
+    if (o.profile.empty()) {
+      fmt::print(stderr, "error: --hardware local needs --profile FILE (cleave profile --fit)\n");
+      return 2;
+    }
+    auto fit = ProfileFit::Load(o.profile);
+    if (!fit.ok()) {
+      fmt::print(stderr, "error: {}\n", fit.status().message());
+      return 1;
+    }
+    spec.profile = *fit;
+    spec.cores = o.cores > 0 ? o.cores : int(std::max(1u, std::thread::hardware_concurrency()));
+    // cleave serve's default KV cache is 1 GiB.
+    spec.kv_capacity_tokens =
+        o.kv_cache_tokens > 0
+            ? o.kv_cache_tokens
+            : (int64_t{1} << 30) / std::max<int64_t>(1, spec.profile.kv_bytes_per_token);
+    spec.shape.name = spec.profile.model;
+  } else {
+    std::string model_spec = o.model;
+    if (model_spec.empty()) {
+      auto path = ResolveModelPath("");
+      if (!path.ok()) {
+        fmt::print(stderr, "error: --model MODEL.gguf|opt-13b|shape.json is required\n");
+        return 2;
+      }
+      model_spec = *path;
+    }
+    auto shape = LoadModelShape(model_spec);
+    auto gpu = BuiltinGpu(o.hardware);
+    if (!shape.ok() || !gpu.ok()) {
+      fmt::print(stderr, "error: {}\n", (!shape.ok() ? shape.status() : gpu.status()).message());
+      return 1;
+    }
+    spec.shape = *shape;
+    spec.gpu = *gpu;
+    if (o.inter_node_gbps > 0) spec.gpu.inter_node_bw = o.inter_node_gbps * 1e9;
+    spec.nodes = o.nodes;
+    spec.gpus_per_node = o.gpus_per_node;
+    max_context = spec.shape.max_context;
+  }
+  auto workload = LoadPlanWorkload(o.workload, 1000, o.seed, max_context);
+  if (!workload.ok()) {
+    fmt::print(stderr, "error: {}\n", workload.status().message());
+    return 1;
+  }
+  spec.workload = *workload;
+  spec.workload.arrivals = bench::MakeArrivalSpec(1.0, o.burstiness, false);
+
+  auto result = SearchPlacements(spec);
+  if (!result.ok()) {
+    fmt::print(stderr, "error: {}\n", result.status().message());
+    return 1;
+  }
+  const char* unit = spec.local ? "core" : "GPU";
+  const PlanCandidate* serve = nullptr;
+  if (spec.local) {
+    for (const PlanCandidate& c : result->ranked) {
+      if (c.kind == PlanKind::kColocated && c.goodput_rps > 0) {
+        serve = &c;
+        break;
+      }
+    }
+  }
+  if (o.json) {
+    nlohmann::json out = {{"model", spec.shape.name},
+                          {"hardware", spec.local ? "local" : spec.gpu.name},
+                          {"nodes", spec.nodes},
+                          {"gpus_per_node", spec.gpus_per_node},
+                          {"workload", o.workload},
+                          {"ttft_s", o.ttft_s},
+                          {"tpot_s", o.tpot_s},
+                          {"attainment", o.attainment},
+                          {"search_seconds", result->search_seconds},
+                          {"num_simulations", result->num_simulations},
+                          {"candidates", nlohmann::json::array()}};
+    for (const PlanCandidate& c : result->ranked) {
+      out["candidates"].push_back(
+          {{"kind", c.kind == PlanKind::kColocated ? "colocated" : "disaggregated"},
+           {"family", c.family},
+           {"description", c.Describe()},
+           {"num_prefill", c.kind == PlanKind::kColocated ? 0 : c.num_prefill},
+           {"num_decode", c.num_decode},
+           {"prefill_tp", c.prefill.tp},
+           {"prefill_pp", c.prefill.pp},
+           {"decode_tp", c.decode.tp},
+           {"decode_pp", c.decode.pp},
+           {"threads_prefill", c.threads_prefill},
+           {"threads_decode", c.threads_decode},
+           {"max_batch_tokens", c.max_batch_tokens},
+           {spec.local ? "cores" : "gpus", c.num_gpus()},
+           {"goodput_rps", c.goodput_rps},
+           {spec.local ? "goodput_per_core" : "goodput_per_gpu", c.per_gpu},
+           {"saturated", c.saturated},
+           {"mean_kv_transfer_s", c.mean_transfer_s}});
+    }
+    if (serve) out["serve_command"] = ServeCommand(o, *serve, spec.kv_capacity_tokens);
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("plan: {} on {}; workload {}; SLO TTFT {} s, TPOT {} s at {:.0f}% attainment\n",
+             spec.shape.name,
+             spec.local ? fmt::format("this machine ({} cores)", spec.cores)
+                        : fmt::format("{} x {} {}", spec.nodes, spec.gpus_per_node, spec.gpu.name),
+             o.workload, o.ttft_s, o.tpot_s, o.attainment * 100);
+  fmt::print("| {:>4} | {:>14} | {:>10} | {:>5} | {:<44} |\n", "rank",
+             fmt::format("req/s/{}", unit), "req/s", unit == std::string("GPU") ? "GPUs" : "cores",
+             "placement");
+  fmt::print("|-{:->4}-|-{:->14}-|-{:->10}-|-{:->5}-|-{:-<44}-|\n", "", "", "", "", "");
+  int rank = 0;
+  for (const PlanCandidate& c : result->ranked) {
+    if (++rank > o.top) break;
+    fmt::print("| {:>4} | {:>14} | {:>10.3f} | {:>5} | {:<44} |\n", rank,
+               fmt::format("{:.3f}{}", c.per_gpu, c.saturated ? "+" : ""), c.goodput_rps,
+               c.num_gpus(), fmt::format("[{}] {}", c.family, c.Describe()));
+  }
+  fmt::print("searched {} simulations in {:.1f} s\n", result->num_simulations,
+             result->search_seconds);
+  if (serve) {
+    fmt::print("best colocated configuration for this machine:\n  {}\n",
+               ServeCommand(o, *serve, spec.kv_capacity_tokens));
+  } else if (!spec.local) {
+    fmt::print(
+        "no configuration fits this machine: cleave serve runs on CPUs (plan with "
+        "--hardware local --profile FILE)\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterPlan(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<PlanOptions>();
+  auto* cmd = app.add_subcommand(
+      "plan", "Predict goodput of colocated and disaggregated placements by simulation");
+  cmd->add_option("--model", o->model, "MODEL.gguf, shape.json or opt-13b|opt-66b|opt-175b");
+  cmd->add_option("--hardware", o->hardware, "a100 | h100 | h200 | local")->capture_default_str();
+  cmd->add_option("--nodes", o->nodes, "Nodes")->check(CLI::Range(1, 1024));
+  cmd->add_option("--gpus-per-node", o->gpus_per_node, "GPUs per node")->check(CLI::Range(1, 64));
+  cmd->add_option("--inter-node-bw", o->inter_node_gbps,
+                  "Inter-node bandwidth per GPU, GB/s (default 25)")
+      ->check(CLI::Range(0.001, 1e4));
+  cmd->add_option("--workload", o->workload,
+                  "chatbot | code | summarization | sharegpt:F | jsonl:F")
+      ->capture_default_str();
+  cmd->add_option("--ttft", o->ttft_s, "TTFT objective, seconds")->check(CLI::Range(1e-6, 1e6));
+  cmd->add_option("--tpot", o->tpot_s, "TPOT objective, seconds")->check(CLI::Range(1e-6, 1e6));
+  cmd->add_option("--attainment", o->attainment, "Fraction of requests meeting both")
+      ->check(CLI::Range(0.01, 1.0));
+  cmd->add_option("--profile", o->profile, "Fitted profile JSON (cleave profile --fit)");
+  cmd->add_option("--cores", o->cores, "Cores to plan for (local; default all)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--kv-cache-tokens", o->kv_cache_tokens, "KV capacity per instance (local)")
+      ->check(CLI::Range(int64_t{16}, int64_t{1} << 32));
+  cmd->add_option("--num-requests", o->num_requests, "Requests per simulated probe")
+      ->check(CLI::Range(int64_t{20}, int64_t{100000}));
+  cmd->add_option("--burstiness", o->burstiness, "Gamma shape of arrival gaps (1: Poisson)")
+      ->check(CLI::Range(0.01, 100.0));
+  cmd->add_option("--seed", o->seed, "Workload and arrival seed");
+  cmd->add_option("--search-threads", o->threads, "Threads for the search (default all cores)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--top", o->top, "Rows to print")->check(CLI::Range(1, 100000));
+  cmd->add_option("--only", o->only, "Search one family: colocated | alg1 | alg2");
+  cmd->add_flag("--json", o->json, "Print JSON instead of the table");
+  cmd->callback([o, &exit_code] { exit_code = RunPlan(*o); });
+}
+
+}  // namespace cleave::app

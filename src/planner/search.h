@@ -1,0 +1,115 @@
+// Placement search: which instances, with which parallelism, in which prefill:decode ratio,
+// give the most goodput per GPU (or per core) under a workload's TTFT/TPOT objectives.
+//
+// Goodput of one configuration = the highest request rate at which the simulated attainment
+// (joint per request, bench/metrics.h) reaches the target, found by bench::FindGoodput's
+// bisection; the upper end doubles until it fails. Per-GPU goodput divides by the GPUs used.
+//
+// Families searched (DistServe §4; docs/planner.md):
+//   colocated    one mixed instance per (TP, PP) and chunked-prefill budget, replicated.
+//   alg1         high node affinity: every (TP, PP) per phase is simulated alone (prefill-only
+//                against TTFT, decode-only against TPOT); the best few shapes per phase are then
+//                combined in the P:D instance ratios their per-phase goodputs suggest, and each
+//                combination is simulated jointly (KV transfers, pull admission) for its real,
+//                joint-SLO goodput. DistServe replicates 1:1 pairs or uses ⌈R/goodput⌉; this
+//                search ranks the ratios themselves.
+//   alg2         low node affinity: a prefill and a decode instance segment share each node (TP
+//                and intra-node PP within a node, pp_cross stages across nodes), so KV moves
+//                over NVLink only; the best pairs by per-phase goodput are simulated jointly.
+// Candidates run on a pool of threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bench/arrivals.h"
+#include "bench/metrics.h"
+#include "core/status.h"
+#include "planner/cost_model.h"
+#include "planner/roofline.h"
+#include "planner/simulator.h"
+
+namespace cleave::planner {
+
+// Request lengths to draw from (cycled in order) and how they arrive.
+struct PlanWorkload {
+  std::string name;
+  std::vector<std::pair<int32_t, int32_t>> lengths;  // (prompt, output) tokens
+  bench::ArrivalSpec arrivals;                       // rate_rps is set per probe
+};
+
+// `spec`: chatbot | code | summarization (bench's synthetic length distributions) or any
+// bench workload spec / file (sharegpt:F, jsonl:F, a .jsonl path), token counts estimated.
+// Lengths are capped so prompt + output <= max_context.
+Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, uint64_t seed,
+                                      int64_t max_context);
+
+// `count` requests at `rate_rps`: arrival times from bench::ArrivalTimes, lengths cycled.
+std::vector<SimRequest> MakeRequests(const PlanWorkload& workload, double rate_rps, int64_t count,
+                                     uint64_t seed);
+
+enum class PlanKind { kColocated, kDisaggregated };
+
+struct PlanCandidate {
+  PlanKind kind = PlanKind::kColocated;
+  std::string family;   // "colocated", "alg1", "alg2", "local"
+  Parallelism prefill;  // colocated: the instance's parallelism
+  Parallelism decode;
+  int num_prefill = 1;  // colocated: 1
+  int num_decode = 0;
+  int pp_cross = 1;  // alg2: stages across nodes (already folded into prefill/decode pp)
+  int32_t max_batch_tokens = 2048;  // colocated and prefill instances' step budget
+  int threads_prefill = 0;          // local: threads per instance
+  int threads_decode = 0;
+
+  int num_gpus() const;  // or cores, for local plans
+  double goodput_rps = 0;
+  double per_gpu = 0;
+  bool saturated = false;
+  double mean_transfer_s = 0;
+  int64_t num_simulations = 0;
+  std::string Describe() const;  // "P: 2x TP2 PP1 | D: 1x TP1 PP1"
+};
+
+struct PlanSpec {
+  // Hardware: a GPU cluster (analytic model) or this machine (fitted profile).
+  bool local = false;
+  ModelShape shape;
+  GpuSpec gpu;
+  int nodes = 1;
+  int gpus_per_node = 8;
+  RooflineAssumptions assumptions;
+  ProfileFit profile;              // local
+  int cores = 2;                   // local
+  int64_t kv_capacity_tokens = 0;  // local, per instance
+  double local_transfer_bw = 5e9;  // local: shared-memory copy, bytes/s
+
+  PlanWorkload workload;
+  bench::Slo slo;  // ttft_ms and tpot_ms
+  double attainment = 0.9;
+  // Requests per simulated probe: at least num_requests, and three times what the instances'
+  // KV caches hold at once (so a probe reaches steady state), at most max_requests.
+  int64_t num_requests = 300;
+  int64_t max_requests = 4000;
+  uint64_t seed = 0;
+  int threads = 0;        // search threads; 0: hardware concurrency
+  int top_per_phase = 2;  // alg1/alg2: per-phase shapes carried into joint simulation
+  // Largest instance considered, as a multiple of the fewest GPUs that hold the model (the
+  // per-GPU goodput of a small model only falls with more GPUs per instance).
+  int max_instance_scale = 4;
+  bool colocated = true, alg1 = true, alg2 = true;
+};
+
+struct PlanResult {
+  std::vector<PlanCandidate> ranked;  // best per-GPU goodput first
+  int64_t num_simulations = 0;
+  double search_seconds = 0;
+};
+
+Result<PlanResult> SearchPlacements(const PlanSpec& spec);
+
+// Goodput (total requests/s) of one candidate; exposed for tests and `cleave plan --explain`.
+Result<PlanCandidate> EvaluateCandidate(const PlanSpec& spec, PlanCandidate candidate);
+
+}  // namespace cleave::planner
