@@ -14,16 +14,22 @@ fi
 build=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCLEAVE_BUILD_FUZZERS=ON -DCLEAVE_BUILD_TESTS=OFF -DCLEAVE_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build "$build" -j "${FUZZ_JOBS:-2}" --target gguf_fuzz gguf_fuzz_seeds
+cmake --build "$build" -j "${FUZZ_JOBS:-2}" --target gguf_fuzz gguf_fuzz_seeds openai_request_fuzz
 
-mkdir -p "$build/corpus/gguf" "$build/artifacts"
+mkdir -p "$build/corpus/gguf" "$build/corpus/openai_request" "$build/artifacts"
+printf '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}' \
+  >"$build/corpus/openai_request/chat.json"
+printf '{"model":"m","prompt":["a",[1,2]],"n":2,"logprobs":3,"stop":["x"]}' \
+  >"$build/corpus/openai_request/completion.json"
 "$build/fuzz/gguf_fuzz_seeds" "$build/corpus/gguf"
 
 status=0
-for target in gguf_fuzz; do
+for target in gguf_fuzz openai_request_fuzz; do
+  corpus=$build/corpus/${target%_fuzz}
+  dict=(); [ "$target" = gguf_fuzz ] && dict=(-dict=fuzz/gguf.dict)
   echo "fuzz.sh: running $target for ${seconds}s"
-  if ! "$build/fuzz/$target" "$build/corpus/gguf" -max_total_time="$seconds" -max_len=65536 \
-      -timeout=10 -rss_limit_mb=2048 -dict=fuzz/gguf.dict -print_final_stats=1 \
+  if ! "$build/fuzz/$target" "$corpus" -max_total_time="$seconds" -max_len=65536 \
+      -timeout=10 -rss_limit_mb=2048 "${dict[@]}" -print_final_stats=1 \
       -artifact_prefix="$build/artifacts/$target-" 2>"$build/$target.log"; then
     tail -n 60 "$build/$target.log"
     echo "fuzz.sh: $target FAILED; reproducers in $build/artifacts/ (run: $build/fuzz/$target FILE)"
