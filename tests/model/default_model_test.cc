@@ -17,8 +17,10 @@ namespace cleave {
 namespace {
 
 // Maximum |logit difference| allowed against the float64 reference. Logits of this model span
-// about [-30, 30]; int8 activation quantization over 30 layers costs a few hundredths.
-constexpr double kTolerance = 0.35;
+// about [-30, 30]; int16 activation quantization over 30 layers measured 0.005-0.012 on these
+// prompts (int8 blocks measured 2.4 and changed the greedy text: SmolLM2's outlier channels
+// leave the rest of a block with too few levels). 0.05 leaves a 4x margin.
+constexpr double kTolerance = 0.05;
 constexpr int kGreedyTokens = 64;
 
 std::string LongText() {
