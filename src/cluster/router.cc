@@ -15,8 +15,9 @@ namespace cleave::cluster {
 
 namespace {
 
-// A worker that sent nothing (not even a heartbeat) for this long is taken for dead.
-constexpr double kWorkerSilenceLimitS = 3.0;
+// A worker that sent nothing (not even a heartbeat, which has its own thread and goes every
+// 100 ms) for this long is taken for hung. A crash is seen at once (the connection closes).
+constexpr double kWorkerSilenceLimitS = 10.0;
 
 }  // namespace
 
@@ -154,14 +155,14 @@ struct Router::Impl {
       out.first_token_time_s = t.first_token_s;
       if (m.kv_staged && index == t.prefill && t.decode < 0) {
         const int d = Pick(WorkerRole::kDecode, /*by_free_blocks=*/true);
-        w.queued_prompt_tokens -= int64_t(t.request.prompt.size());
-        if (d < 0) {
+        if (d < 0) {  // (Release takes the prompt off the prefill worker's queue)
           box.emplace_back(w.conn, Encode(CancelMsg{m.request_id}));
           Push(std::move(out));
           Push(Finished(m.request_id, t, FinishReason::kError, "no decode worker is alive"));
           Release(t);
           tracked.erase(it);
         } else {
+          w.queued_prompt_tokens -= int64_t(t.request.prompt.size());
           t.decode = d;
           ++workers[d]->in_flight;
           const int32_t block_size = int32_t(workers[d]->layout.block_size);

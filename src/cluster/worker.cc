@@ -101,7 +101,7 @@ struct Worker::Impl : public Executor {
   std::unordered_map<RequestId, StagedKv> captured;  // engine thread only
 
   std::unique_ptr<TcpListener> listener;
-  std::thread accept_thread, engine_thread;
+  std::thread accept_thread, engine_thread, heartbeat_thread;
   std::vector<std::thread> conn_threads;
 
   mutable std::mutex mu;  // guards everything below
@@ -546,8 +546,20 @@ struct Worker::Impl : public Executor {
     for (const Frame& f : frames) SendToRouter(f);
   }
 
+  // Its own thread, so that a long engine step does not look like a dead worker.
+  void HeartbeatLoop() {
+    while (true) {
+      HeartbeatMsg hb;
+      {
+        std::unique_lock lock(mu);
+        if (cv.wait_for(lock, kHeartbeatInterval, [&] { return stop; })) return;
+        hb.stats = Stats();
+      }
+      SendToRouter(Encode(hb));
+    }
+  }
+
   void EngineLoop() {
-    auto last_heartbeat = std::chrono::steady_clock::now();
     while (true) {
       {
         std::unique_lock lock(mu);
@@ -563,15 +575,6 @@ struct Worker::Impl : public Executor {
         if (!s.ok()) spdlog::error("engine step failed: {}", s.ToString());
       }
       RouteOutputs();
-      if (std::chrono::steady_clock::now() - last_heartbeat >= kHeartbeatInterval) {
-        last_heartbeat = std::chrono::steady_clock::now();
-        HeartbeatMsg hb;
-        {
-          std::lock_guard lock(mu);
-          hb.stats = Stats();
-        }
-        SendToRouter(Encode(hb));
-      }
     }
   }
 };
@@ -588,6 +591,7 @@ Status Worker::Start() {
   CLEAVE_ASSIGN_OR_RETURN(m.listener, TcpListener::Listen(m.config.host, m.config.port));
   m.accept_thread = std::thread([&m] { m.AcceptLoop(); });
   m.engine_thread = std::thread([&m] { m.EngineLoop(); });
+  m.heartbeat_thread = std::thread([&m] { m.HeartbeatLoop(); });
   return Status::Ok();
 }
 
@@ -608,6 +612,7 @@ void Worker::Stop() {
   if (m.listener) m.listener->Close();
   if (m.accept_thread.joinable()) m.accept_thread.join();
   if (m.engine_thread.joinable()) m.engine_thread.join();
+  if (m.heartbeat_thread.joinable()) m.heartbeat_thread.join();
   {
     std::lock_guard lock(m.mu);
     threads = std::move(m.conn_threads);
