@@ -40,6 +40,7 @@ const Value* Scope::Lookup(const std::string& name) const {
 
 std::string Interpreter::Render(const Template& tmpl,
                                 const std::vector<std::pair<std::string, Value>>& globals) {
+  RenderArena arena;  // declared first: breaks reference cycles after everything else is gone
   Scope root(nullptr);
   AddBuiltinGlobals(root);
   for (const auto& [name, value] : globals) root.Set(name, value);

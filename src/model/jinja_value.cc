@@ -253,16 +253,55 @@ Value Value::String(std::string s) {
   v.s_ = std::make_shared<const std::string>(std::move(s));
   return v;
 }
+namespace {
+struct ArenaState {
+  int depth = 0;
+  std::vector<std::weak_ptr<ListData>> lists;
+  std::vector<std::weak_ptr<DictData>> dicts;
+};
+thread_local ArenaState arena_state;
+}  // namespace
+
+RenderArena::RenderArena() {
+  ++arena_state.depth;
+}
+
+RenderArena::~RenderArena() {
+  if (--arena_state.depth > 0) return;
+  // Move the contents out before they are destroyed, so that destroying one container's items
+  // never runs while another container is being cleared.
+  std::vector<Value> doomed;
+  for (auto& weak : arena_state.lists) {
+    if (auto list = weak.lock()) {
+      for (auto& item : list->items) doomed.push_back(std::move(item));
+      list->items.clear();
+    }
+  }
+  for (auto& weak : arena_state.dicts) {
+    if (auto dict = weak.lock()) {
+      for (auto& [key, value] : dict->items) {
+        doomed.push_back(std::move(key));
+        doomed.push_back(std::move(value));
+      }
+      dict->items.clear();
+    }
+  }
+  arena_state.lists.clear();
+  arena_state.dicts.clear();
+}
+
 Value Value::List(std::vector<Value> items, bool is_tuple) {
   Value v;
   v.kind_ = Kind::kList;
   v.list_ = std::make_shared<ListData>(ListData{std::move(items), is_tuple});
+  if (arena_state.depth > 0) arena_state.lists.push_back(v.list_);
   return v;
 }
 Value Value::Dict(std::shared_ptr<DictData> dict) {
   Value v;
   v.kind_ = Kind::kDict;
   v.dict_ = std::move(dict);
+  if (arena_state.depth > 0) arena_state.dicts.push_back(v.dict_);
   return v;
 }
 Value Value::NewDict() {

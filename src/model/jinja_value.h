@@ -54,6 +54,18 @@ struct DictData {
   void Set(const Value& key, Value value);
 };
 
+// Lists and dicts are shared and mutable (namespace attributes), so a template can build a
+// reference cycle ({% set ns.x = ns %}) that shared_ptr never frees. While a RenderArena is alive
+// on a thread, every list and dict created on it is recorded; when the outermost arena ends,
+// their contents are cleared, which breaks any cycle. Values must not outlive the render.
+class RenderArena {
+ public:
+  RenderArena();
+  ~RenderArena();
+  RenderArena(const RenderArena&) = delete;
+  RenderArena& operator=(const RenderArena&) = delete;
+};
+
 using NativeFunction = std::function<Value(Interpreter&, CallArgs&)>;
 struct CallableData {
   std::string name;
