@@ -38,6 +38,7 @@ struct ServeOptions {
   int threads = 0;
   int64_t kv_cache_tokens = 0;
   int64_t kv_cache_bytes = 0;
+  std::string kv_cache_dtype = "f16";
   int32_t max_batch_tokens = 2048;
   int32_t max_seqs = 256;
   int32_t max_queued_requests = 1024;
@@ -137,8 +138,16 @@ int RunServe(const ServeOptions& o) {
   Model& model = **loaded;
   const ModelConfig& mc = model.config();
 
-  // KV sizing: F32 K and V per layer per token (see model/kv_cache.h).
-  const int64_t kv_bytes_per_token = 2 * mc.num_layers * mc.kv_dim() * int64_t(sizeof(float));
+  // KV sizing: K and V of every layer per token, in the chosen element type.
+  const DType kv_dtype = *ParseKvCacheDType(o.kv_cache_dtype);  // validated by the flag's check
+  if (Status s = KvCache::CheckSupported(kv_dtype, mc.head_dim); !s.ok()) {
+    spdlog::error("--kv-cache-dtype: {}", s.message());
+    http_server.Stop();
+    serve_thread.join();
+    return 1;
+  }
+  const int64_t kv_bytes_per_token =
+      KvCache::BytesPerToken(kv_dtype, mc.num_layers, mc.num_kv_heads, mc.head_dim);
   int64_t kv_tokens = o.kv_cache_tokens;
   if (kv_tokens <= 0)
     kv_tokens = (o.kv_cache_bytes > 0 ? o.kv_cache_bytes : kDefaultKvBytes) / kv_bytes_per_token;
@@ -191,7 +200,9 @@ int RunServe(const ServeOptions& o) {
                       "--max-batch-tokens",
                       std::to_string(o.max_batch_tokens),
                       "--max-seqs",
-                      std::to_string(o.max_seqs)};
+                      std::to_string(o.max_seqs),
+                      "--kv-cache-dtype",
+                      o.kv_cache_dtype};
     if (o.no_prefix_caching) cc.worker_args.push_back("--no-prefix-caching");
     Result<std::unique_ptr<cluster::LocalCluster>> started = cluster::LocalCluster::Start(cc);
     if (!started.ok()) {
@@ -204,7 +215,7 @@ int RunServe(const ServeOptions& o) {
     service_ptr = std::make_unique<server::EngineService>(sc, &cluster->router(), &metrics);
   } else {
     executor = std::make_unique<ModelExecutor>(model, static_cast<int32_t>(num_blocks), kBlockSize,
-                                               threads);
+                                               threads, kv_dtype);
     service_ptr =
         std::make_unique<server::EngineService>(sc, executor.get(), &model.tokenizer(), &metrics);
   }
@@ -213,12 +224,13 @@ int RunServe(const ServeOptions& o) {
 
   kernels::cpu::LogIsaChoice();
   spdlog::info(
-      "serving {} as '{}' at {} ({}{:.2f} s to load); KV cache {} tokens ({} blocks, {:.0f} MiB), "
+      "serving {} as '{}' at {} ({}{:.2f} s to load); KV cache {} tokens ({} blocks, {}, {:.0f} "
+      "MiB), "
       "max model len {}, kernels {}, {} threads",
       mc.name, http.served_model_name, url, api_key.empty() ? "" : "API key required; ",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
-      kv_tokens, num_blocks, double(kv_tokens * kv_bytes_per_token) / (1 << 20), max_model_len,
-      kernels::cpu::IsaName(kernels::cpu::ActiveIsa()), threads);
+      kv_tokens, num_blocks, o.kv_cache_dtype, double(kv_tokens * kv_bytes_per_token) / (1 << 20),
+      max_model_len, kernels::cpu::IsaName(kernels::cpu::ActiveIsa()), threads);
 
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return signaled || serve_done; });
@@ -264,6 +276,9 @@ void RegisterServe(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-cache-bytes", o->kv_cache_bytes, "KV cache size in bytes (default 1 GiB)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 46))
       ->excludes(kv_tokens);
+  cmd->add_option("--kv-cache-dtype", o->kv_cache_dtype,
+                  "KV cache element type: f16 (default), f32, q8_0")
+      ->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   cmd->add_option("--max-batch-tokens", o->max_batch_tokens, "Tokens computed per engine step")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--max-seqs", o->max_seqs, "Sequences running at once")

@@ -30,6 +30,7 @@ struct WorkerOptions {
   std::string listen = "127.0.0.1:0";
   int threads = 0;
   int64_t kv_cache_tokens = 0;
+  std::string kv_cache_dtype = "f16";
   int32_t max_batch_tokens = 2048;
   int32_t max_seqs = 256;
   int64_t max_model_len = 0;
@@ -83,14 +84,20 @@ int RunWorker(const WorkerOptions& o) {
   }
   Model& model = **loaded;
   const ModelConfig& mc = model.config();
-  const int64_t kv_bytes_per_token = 2 * mc.num_layers * mc.kv_dim() * int64_t(sizeof(float));
+  const DType kv_dtype = *ParseKvCacheDType(o.kv_cache_dtype);  // validated by the flag's check
+  if (Status s = KvCache::CheckSupported(kv_dtype, mc.head_dim); !s.ok()) {
+    fmt::print(stderr, "error: --kv-cache-dtype: {}\n", s.message());
+    return 1;
+  }
+  const int64_t kv_bytes_per_token =
+      KvCache::BytesPerToken(kv_dtype, mc.num_layers, mc.num_kv_heads, mc.head_dim);
   const int64_t kv_tokens =
       o.kv_cache_tokens > 0 ? o.kv_cache_tokens : kDefaultKvBytes / kv_bytes_per_token;
   const int64_t num_blocks = std::max<int64_t>(1, kv_tokens / kBlockSize);
   const int threads = o.threads > 0
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  ModelExecutor executor(model, int32_t(num_blocks), kBlockSize, threads);
+  ModelExecutor executor(model, int32_t(num_blocks), kBlockSize, threads, kv_dtype);
   config.engine.num_blocks = int32_t(num_blocks);
   config.engine.block_size = kBlockSize;
   config.engine.enable_prefix_caching = !o.no_prefix_caching;
@@ -132,6 +139,9 @@ void RegisterWorker(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--kv-cache-tokens", o->kv_cache_tokens, "KV cache capacity in tokens")
       ->check(CLI::Range(int64_t{16}, int64_t{1} << 30));
+  cmd->add_option("--kv-cache-dtype", o->kv_cache_dtype,
+                  "KV cache element type: f16 (default), f32, q8_0")
+      ->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   cmd->add_option("--max-batch-tokens", o->max_batch_tokens, "Tokens computed per engine step")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--max-seqs", o->max_seqs, "Sequences running at once")

@@ -14,12 +14,11 @@
 namespace cleave::cluster {
 
 std::span<uint8_t> KvBlockBytes(KvCache& cache, bool value, int64_t layer, int64_t block) {
-  float* start = value ? cache.V(layer, block, 0) : cache.K(layer, block, 0);
-  return {reinterpret_cast<uint8_t*>(start), KvBlockByteSize(cache)};
+  return cache.BlockBytes(value, layer, block);
 }
 
 uint64_t KvBlockByteSize(const KvCache& cache) {
-  return uint64_t(cache.block_size()) * uint64_t(cache.token_stride()) * sizeof(float);
+  return uint64_t(cache.block_bytes());
 }
 
 namespace {

@@ -2,8 +2,11 @@
 
 namespace cleave {
 
-ModelExecutor::ModelExecutor(Model& model, int32_t num_blocks, int32_t block_size, int num_threads)
-    : model_(model), cache_(model.MakeKvCache(num_blocks, block_size)), pool_(num_threads) {}
+ModelExecutor::ModelExecutor(Model& model, int32_t num_blocks, int32_t block_size, int num_threads,
+                             DType kv_dtype)
+    : model_(model),
+      cache_(model.MakeKvCache(num_blocks, block_size, kv_dtype)),
+      pool_(num_threads) {}
 
 Result<Logits> ModelExecutor::Execute(const ScheduledBatch& batch) {
   items_.clear();

@@ -13,8 +13,10 @@ namespace cleave {
 
 class ModelExecutor : public Executor {
  public:
-  // `model` must outlive the executor. KV storage for num_blocks blocks is allocated here.
-  ModelExecutor(Model& model, int32_t num_blocks, int32_t block_size, int num_threads);
+  // `model` must outlive the executor. KV storage for num_blocks blocks of kv_dtype is allocated
+  // here (KvCache::CheckSupported(kv_dtype, head_dim) must pass).
+  ModelExecutor(Model& model, int32_t num_blocks, int32_t block_size, int num_threads,
+                DType kv_dtype = DType::kF16);
 
   Result<Logits> Execute(const ScheduledBatch& batch) override;
   int32_t vocab_size() const override { return static_cast<int32_t>(model_.config().vocab_size); }

@@ -1,25 +1,72 @@
 #include "model/kv_cache.h"
 
+#include <cstring>
+
+#include "kernels/quant_formats.h"
+
 namespace cleave {
 
+Result<DType> ParseKvCacheDType(std::string_view name) {
+  if (name == "f16") return DType::kF16;
+  if (name == "f32") return DType::kF32;
+  if (name == "q8_0") return DType::kQ8_0;
+  return InvalidArgument("unknown KV cache dtype '{}' (expected f16, f32 or q8_0)", name);
+}
+
+Status KvCache::CheckSupported(DType dtype, int64_t head_dim) {
+  return kernels::CheckKvDType(dtype, head_dim);
+}
+
+int64_t KvCache::BytesPerToken(DType dtype, int64_t num_layers, int64_t num_kv_heads,
+                               int64_t head_dim) {
+  return 2 * num_layers * num_kv_heads * kernels::KvHeadBytes(dtype, head_dim);
+}
+
 KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
-                 int64_t head_dim)
+                 int64_t head_dim, DType dtype)
     : num_layers_(num_layers),
       num_blocks_(num_blocks),
       block_size_(block_size),
       token_stride_(num_kv_heads * head_dim),
+      slot_bytes_(0),
+      dtype_(dtype),
       k_(num_layers),
       v_(num_layers) {
   CLEAVE_CHECK(num_layers > 0 && num_blocks > 0 && block_size > 0 && token_stride_ > 0);
-  const size_t per_layer = static_cast<size_t>(num_blocks * block_size * token_stride_);
+  const Status supported = CheckSupported(dtype, head_dim);
+  CLEAVE_CHECK(supported.ok(), "{}", supported.message());
+  slot_bytes_ = num_kv_heads * kernels::KvHeadBytes(dtype, head_dim);
+  const size_t per_layer = static_cast<size_t>(num_blocks * block_size * slot_bytes_);
   for (int64_t l = 0; l < num_layers; ++l) {
-    k_[l].assign(per_layer, 0.0f);
-    v_[l].assign(per_layer, 0.0f);
+    k_[l].assign(per_layer, 0);
+    v_[l].assign(per_layer, 0);
   }
 }
 
 int64_t KvCache::bytes() const {
-  return 2 * num_layers_ * num_blocks_ * block_size_ * token_stride_ * int64_t{sizeof(float)};
+  return 2 * num_layers_ * num_blocks_ * block_size_ * slot_bytes_;
+}
+
+void KvCache::Write(int64_t layer, int64_t block, int64_t slot, const float* k, const float* v) {
+  kernels::QuantizeRow(dtype_, k, k_[layer].data() + Offset(block, slot), token_stride_);
+  kernels::QuantizeRow(dtype_, v, v_[layer].data() + Offset(block, slot), token_stride_);
+}
+
+void KvCache::ReadK(int64_t layer, int64_t block, int64_t slot, float* out) const {
+  kernels::DequantizeRow(dtype_, k_[layer].data() + Offset(block, slot), out, token_stride_);
+}
+
+void KvCache::ReadV(int64_t layer, int64_t block, int64_t slot, float* out) const {
+  kernels::DequantizeRow(dtype_, v_[layer].data() + Offset(block, slot), out, token_stride_);
+}
+
+void KvCache::CopyBlock(int64_t src, int64_t dst) {
+  CLEAVE_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_);
+  const int64_t block_bytes = block_size_ * slot_bytes_;
+  for (int64_t l = 0; l < num_layers_; ++l) {
+    std::memcpy(k_[l].data() + dst * block_bytes, k_[l].data() + src * block_bytes, block_bytes);
+    std::memcpy(v_[l].data() + dst * block_bytes, v_[l].data() + src * block_bytes, block_bytes);
+  }
 }
 
 }  // namespace cleave

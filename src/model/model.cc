@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include "core/log.h"
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quant_formats.h"
 
@@ -13,14 +14,14 @@ namespace cleave {
 
 // Activations of one Forward call, reused across calls (grown, never shrunk).
 struct Model::Scratch {
-  std::vector<float> x;       // [num_tokens, hidden] residual stream
-  std::vector<float> xn;      // [num_tokens, hidden] normed
-  std::vector<float> q;       // [num_tokens, q_dim]
-  std::vector<float> k, v;    // [num_tokens, kv_dim]
-  std::vector<float> attn;    // [num_tokens, q_dim]
-  std::vector<float> proj;    // [num_tokens, hidden]
-  std::vector<float> gate, up;  // [num_tokens, ffn_hidden]
-  std::vector<float> scores;  // [num_threads, max positions]
+  std::vector<float> x;            // [num_tokens, hidden] residual stream
+  std::vector<float> xn;           // [num_tokens, hidden] normed
+  std::vector<float> q;            // [num_tokens, q_dim]
+  std::vector<float> k, v;         // [num_tokens, kv_dim]
+  std::vector<float> attn;         // [num_tokens, q_dim]
+  std::vector<float> proj;         // [num_tokens, hidden]
+  std::vector<float> gate, up;     // [num_tokens, ffn_hidden]
+  std::vector<float> scores;       // [num_threads, max positions]
   std::vector<int32_t> token_ids;  // [num_tokens]
   std::vector<int64_t> positions;  // [num_tokens]
   std::vector<int32_t> item_of;    // [num_tokens] index into the batch
@@ -56,7 +57,8 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path) {
                    parsed.status().message());
     }
   }
-  if (!model->chat_template_) model->chat_template_ = std::make_unique<ChatTemplate>(ChatTemplate::ChatML());
+  if (!model->chat_template_)
+    model->chat_template_ = std::make_unique<ChatTemplate>(ChatTemplate::ChatML());
   CLEAVE_RETURN_IF_ERROR(model->LoadWeights().WithContext(path));
   model->scratch_ = std::make_unique<Scratch>();
   return model;
@@ -75,9 +77,10 @@ Status Model::LoadWeights() {
                              fmt::join(t->shape, ", "), cols, rows);
     }
     if (!kernels::IsSupportedWeightType(t->dtype)) {
-      return Unimplemented("tensor {} is stored as {}, which cleave does not support (supported: "
-                           "f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K)",
-                           name, DTypeName(t->dtype));
+      return Unimplemented(
+          "tensor {} is stored as {}, which cleave does not support (supported: "
+          "f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K)",
+          name, DTypeName(t->dtype));
     }
     *out = kernels::WeightView{t->dtype, t->data, rows, cols};
     return Status::Ok();
@@ -129,21 +132,27 @@ Status Model::LoadWeights() {
     CLEAVE_RETURN_IF_ERROR(matrix(layer_name(names.attn_k, i), c.hidden, c.kv_dim(), &l.attn_k));
     CLEAVE_RETURN_IF_ERROR(matrix(layer_name(names.attn_v, i), c.hidden, c.kv_dim(), &l.attn_v));
     const bool bias_optional = !c.arch->requires_qkv_bias;
-    CLEAVE_RETURN_IF_ERROR(vector(layer_name(names.attn_q_bias, i), c.q_dim(), bias_optional, &l.q_bias));
-    CLEAVE_RETURN_IF_ERROR(vector(layer_name(names.attn_k_bias, i), c.kv_dim(), bias_optional, &l.k_bias));
-    CLEAVE_RETURN_IF_ERROR(vector(layer_name(names.attn_v_bias, i), c.kv_dim(), bias_optional, &l.v_bias));
+    CLEAVE_RETURN_IF_ERROR(
+        vector(layer_name(names.attn_q_bias, i), c.q_dim(), bias_optional, &l.q_bias));
+    CLEAVE_RETURN_IF_ERROR(
+        vector(layer_name(names.attn_k_bias, i), c.kv_dim(), bias_optional, &l.k_bias));
+    CLEAVE_RETURN_IF_ERROR(
+        vector(layer_name(names.attn_v_bias, i), c.kv_dim(), bias_optional, &l.v_bias));
     CLEAVE_RETURN_IF_ERROR(
         matrix(layer_name(names.attn_output, i), c.q_dim(), c.hidden, &l.attn_output));
     CLEAVE_RETURN_IF_ERROR(vector(layer_name(names.ffn_norm, i), c.hidden, false, &l.ffn_norm));
-    CLEAVE_RETURN_IF_ERROR(matrix(layer_name(names.ffn_gate, i), c.hidden, c.ffn_hidden, &l.ffn_gate));
+    CLEAVE_RETURN_IF_ERROR(
+        matrix(layer_name(names.ffn_gate, i), c.hidden, c.ffn_hidden, &l.ffn_gate));
     CLEAVE_RETURN_IF_ERROR(matrix(layer_name(names.ffn_up, i), c.hidden, c.ffn_hidden, &l.ffn_up));
-    CLEAVE_RETURN_IF_ERROR(matrix(layer_name(names.ffn_down, i), c.ffn_hidden, c.hidden, &l.ffn_down));
+    CLEAVE_RETURN_IF_ERROR(
+        matrix(layer_name(names.ffn_down, i), c.ffn_hidden, c.hidden, &l.ffn_down));
   }
   return Status::Ok();
 }
 
-KvCache Model::MakeKvCache(int64_t num_blocks, int64_t block_size) const {
-  return KvCache(config_.num_layers, num_blocks, block_size, config_.num_kv_heads, config_.head_dim);
+KvCache Model::MakeKvCache(int64_t num_blocks, int64_t block_size, DType kv_dtype) const {
+  return KvCache(config_.num_layers, num_blocks, block_size, config_.num_kv_heads, config_.head_dim,
+                 kv_dtype);
 }
 
 Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, ThreadPool& pool,
@@ -169,7 +178,9 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
     }
     num_tokens += n;
     max_positions = std::max(max_positions, end);
-    num_logit_rows += item.logits == LogitsMode::kAll ? n : item.logits == LogitsMode::kLast ? 1 : 0;
+    num_logit_rows += item.logits == LogitsMode::kAll    ? n
+                      : item.logits == LogitsMode::kLast ? 1
+                                                         : 0;
   }
   Grow(s.token_ids, num_tokens);
   Grow(s.positions, num_tokens);
@@ -179,7 +190,8 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
     for (size_t i = 0; i < batch.size(); ++i) {
       for (size_t j = 0; j < batch[i].tokens.size(); ++j, ++t) {
         const TokenId id = batch[i].tokens[j];
-        if (id < 0 || id >= c.vocab_size) return InvalidArgument("forward: token id {} out of range", id);
+        if (id < 0 || id >= c.vocab_size)
+          return InvalidArgument("forward: token id {} out of range", id);
         s.token_ids[t] = id;
         s.positions[t] = batch[i].start_pos + static_cast<int64_t>(j);
         s.item_of[t] = static_cast<int32_t>(i);
@@ -203,7 +215,8 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
   auto norm_rows = [&](const std::vector<float>& weight) {
     pool.ParallelFor(num_tokens, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        kernels::RmsNorm(&s.x[t * hidden], weight.data(), c.rms_norm_eps, hidden, &s.xn[t * hidden]);
+        kernels::RmsNorm(&s.x[t * hidden], weight.data(), c.rms_norm_eps, hidden,
+                         &s.xn[t * hidden]);
       }
     });
   };
@@ -232,9 +245,7 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
         const ForwardItem& item = batch[s.item_of[t]];
         const int64_t pos = s.positions[t];
         const int32_t block = item.block_table[pos / cache.block_size()];
-        const int64_t slot = pos % cache.block_size();
-        std::memcpy(cache.K(l, block, slot), &s.k[t * kv_dim], kv_dim * sizeof(float));
-        std::memcpy(cache.V(l, block, slot), &s.v[t * kv_dim], kv_dim * sizeof(float));
+        cache.Write(l, block, pos % cache.block_size(), &s.k[t * kv_dim], &s.v[t * kv_dim]);
       }
     });
     Attention(batch, l, cache, s.q.data(), s.attn.data(), pool);
@@ -257,8 +268,8 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
   for (const ForwardItem& item : batch) {
     const int64_t n = static_cast<int64_t>(item.tokens.size());
     for (int64_t j = 0; j < n; ++j, ++t) {
-      const bool wanted = item.logits == LogitsMode::kAll ||
-                          (item.logits == LogitsMode::kLast && j == n - 1);
+      const bool wanted =
+          item.logits == LogitsMode::kAll || (item.logits == LogitsMode::kLast && j == n - 1);
       if (!wanted) continue;
       kernels::RmsNorm(&s.x[t * hidden], output_norm_.data(), c.rms_norm_eps, hidden,
                        &s.xn[row * hidden]);
@@ -266,7 +277,8 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
     }
   }
   logits->resize(static_cast<size_t>(num_logit_rows * c.vocab_size));
-  if (num_logit_rows > 0) kernels::MatMul(output_, s.xn.data(), num_logit_rows, logits->data(), pool);
+  if (num_logit_rows > 0)
+    kernels::MatMul(output_, s.xn.data(), num_logit_rows, logits->data(), pool);
   return Status::Ok();
 }
 
@@ -282,41 +294,25 @@ void Model::Attention(std::span<const ForwardItem> batch, int64_t layer, const K
   const int64_t q_dim = c.q_dim(), hd = c.head_dim;
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t bs = cache.block_size();
   const int64_t stride = static_cast<int64_t>(s.scores.size()) / pool.num_threads();
+  const kernels::PagedKv k = cache.KView(layer), v = cache.VView(layer);
   // One task per (token, head); each attends over positions [0, its position].
   const int64_t tasks = total * c.num_heads;
   pool.Run([&](int thread, int num_threads) {
-    float* scores = &s.scores[thread * stride];
     const int64_t per = (tasks + num_threads - 1) / num_threads;
     const int64_t begin = std::min(tasks, thread * per), end = std::min(tasks, begin + per);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / c.num_heads, h = task % c.num_heads, g = h / group;
-      const ForwardItem& item = batch[s.item_of[t]];
-      const int64_t pos = s.positions[t];
-      const float* qh = q + t * q_dim + h * hd;
-      float max_score = -INFINITY;
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float* kj = cache.K(layer, item.block_table[j / bs], j % bs) + g * hd;
-        float dot = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * kj[d];
-        scores[j] = dot * scale;
-        max_score = std::max(max_score, scores[j]);
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j <= pos; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      float* oh = out + t * q_dim + h * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float* vj = cache.V(layer, item.block_table[j / bs], j % bs) + g * hd;
-        const float w = scores[j];
-        for (int64_t d = 0; d < hd; ++d) oh[d] += w * vj[d];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t d = 0; d < hd; ++d) oh[d] *= inv;
+      const int64_t t = task / c.num_heads, h = task % c.num_heads;
+      kernels::AttentionHead a;
+      a.q = q + t * q_dim + h * hd;
+      a.block_table = batch[s.item_of[t]].block_table.data();
+      a.num_positions = s.positions[t] + 1;
+      a.kv_head = h / group;
+      a.head_dim = hd;
+      a.scale = scale;
+      a.scores = &s.scores[thread * stride];
+      a.out = out + t * q_dim + h * hd;
+      kernels::PagedAttention(k, v, a);
     }
   });
 }

@@ -44,8 +44,9 @@ class Model {
   const gguf::GgufFile& file() const { return *file_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ChatTemplate& chat_template() const { return *chat_template_; }
-  // The KV cache this model needs for `num_blocks` blocks of `block_size` tokens.
-  KvCache MakeKvCache(int64_t num_blocks, int64_t block_size) const;
+  // The KV cache this model needs for `num_blocks` blocks of `block_size` tokens, storing K and V
+  // as `kv_dtype` (KvCache::CheckSupported(kv_dtype, head_dim) must pass; CHECKed).
+  KvCache MakeKvCache(int64_t num_blocks, int64_t block_size, DType kv_dtype = DType::kF16) const;
 
   // Runs the batch. `logits` is resized to [rows, vocab]: one row per item with kLast, one per
   // token with kAll, in item order. Not reentrant: one Forward at a time per Model.

@@ -1,0 +1,69 @@
+// The paged attention loop shared by the per-ISA translation units (attention.cc for the scalar
+// reference, attention_avx2.cc, attention_avx512.cc). Each includes this header and instantiates
+// AttendImpl with its own row operations; everything here has internal linkage so that code
+// compiled with different ISA flags is never merged by the linker.
+#pragma once
+
+#include <cmath>
+
+#include "kernels/attention.h"
+
+namespace cleave::kernels {
+
+void PagedAttentionScalar(const PagedKv& k, const PagedKv& v, const AttentionHead& a);
+void PagedAttentionAvx2(const PagedKv& k, const PagedKv& v, const AttentionHead& a);
+void PagedAttentionAvx512(const PagedKv& k, const PagedKv& v, const AttentionHead& a);
+
+namespace {
+
+// Ops provides, for each KV dtype D:
+//   static float Dot<D>(const float* q, const uint8_t* row, int64_t n)   q · row
+//   static void Axpy<D>(float w, const uint8_t* row, int64_t n, float* y)  y += w * row
+template <class Ops, DType D>
+void AttendTyped(const PagedKv& k, const PagedKv& v, const AttentionHead& a) {
+  const int64_t head_bytes = KvHeadBytes(D, a.head_dim);
+  const int64_t bs = k.block_size, n = a.num_positions;
+  float max_score = -INFINITY;
+  for (int64_t first = 0, b = 0; first < n; first += bs, ++b) {
+    const int64_t count = n - first < bs ? n - first : bs;
+    const uint8_t* base = k.data + a.block_table[b] * bs * k.slot_bytes + a.kv_head * head_bytes;
+    for (int64_t s = 0; s < count; ++s) {
+      const float score = a.scale * Ops::template Dot<D>(a.q, base + s * k.slot_bytes, a.head_dim);
+      a.scores[first + s] = score;
+      if (score > max_score) max_score = score;
+    }
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    a.scores[j] = std::exp(a.scores[j] - max_score);
+    sum += a.scores[j];
+  }
+  for (int64_t d = 0; d < a.head_dim; ++d) a.out[d] = 0.0f;
+  for (int64_t first = 0, b = 0; first < n; first += bs, ++b) {
+    const int64_t count = n - first < bs ? n - first : bs;
+    const uint8_t* base = v.data + a.block_table[b] * bs * v.slot_bytes + a.kv_head * head_bytes;
+    for (int64_t s = 0; s < count; ++s) {
+      Ops::template Axpy<D>(a.scores[first + s], base + s * v.slot_bytes, a.head_dim, a.out);
+    }
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t d = 0; d < a.head_dim; ++d) a.out[d] *= inv;
+}
+
+template <class Ops>
+void AttendImpl(const PagedKv& k, const PagedKv& v, const AttentionHead& a) {
+  CLEAVE_CHECK(k.dtype == v.dtype && k.block_size == v.block_size && a.num_positions > 0);
+  switch (k.dtype) {
+    case DType::kF32:
+      return AttendTyped<Ops, DType::kF32>(k, v, a);
+    case DType::kF16:
+      return AttendTyped<Ops, DType::kF16>(k, v, a);
+    case DType::kQ8_0:
+      return AttendTyped<Ops, DType::kQ8_0>(k, v, a);
+    default:
+      CLEAVE_CHECK(false, "KV dtype {} is not supported", DTypeName(k.dtype));
+  }
+}
+
+}  // namespace
+}  // namespace cleave::kernels
