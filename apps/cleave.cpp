@@ -5,6 +5,7 @@
 //   cleave profile            prompt/generation throughput of the forward pass
 //   cleave bench              goodput and latency of any OpenAI-compatible server
 //   cleave serve              OpenAI-compatible HTTP server
+//   cleave synth -o FILE      write a synthetic model with random weights
 //   cleave plan               simulate placements and rank them by goodput per GPU
 //   cleave plan               simulate placements and rank them by goodput per GPU
 //   cleave worker             cluster worker (prefill / decode / mixed) behind `serve`
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   cleave::app::RegisterProfile(app, exit_code);
   cleave::app::RegisterBench(app, exit_code);
   cleave::app::RegisterServe(app, exit_code);
+  cleave::app::RegisterSynth(app, exit_code);
   cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterWorker(app, exit_code);

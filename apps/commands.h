@@ -13,6 +13,7 @@ void RegisterChat(CLI::App& app, int& exit_code);
 void RegisterProfile(CLI::App& app, int& exit_code);
 void RegisterBench(CLI::App& app, int& exit_code);
 void RegisterServe(CLI::App& app, int& exit_code);
+void RegisterSynth(CLI::App& app, int& exit_code);
 void RegisterPlan(CLI::App& app, int& exit_code);
 void RegisterPlan(CLI::App& app, int& exit_code);
 void RegisterWorker(CLI::App& app, int& exit_code);

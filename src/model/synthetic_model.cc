@@ -79,13 +79,13 @@ Vocab MakeVocab(int64_t size) {
   for (char a : letters)
     for (char b : letters) candidates.emplace_back(std::string(1, a), std::string(1, b));
   size_t next = 0;
+  size_t extend_from = 259;  // first merged token not yet extended (each is extended once)
   while (static_cast<int64_t>(v.tokens.size()) < size) {
     if (next == candidates.size()) {
       // Extend with longer tokens: each earlier merged token followed by a letter.
-      size_t first_merged = 259;
       std::vector<std::pair<std::string, std::string>> more;
-      for (size_t i = first_merged; i < v.tokens.size() && more.size() < 100000; ++i)
-        for (char c : letters) more.emplace_back(v.tokens[i], std::string(1, c));
+      for (; extend_from < v.tokens.size() && more.size() < 100000; ++extend_from)
+        for (char c : letters) more.emplace_back(v.tokens[extend_from], std::string(1, c));
       candidates.insert(candidates.end(), more.begin(), more.end());
     }
     auto [a, b] = candidates[next++];
