@@ -7,7 +7,6 @@
 //   cleave serve              OpenAI-compatible HTTP server
 //   cleave synth -o FILE      write a synthetic model with random weights
 //   cleave plan               simulate placements and rank them by goodput per GPU
-//   cleave plan               simulate placements and rank them by goodput per GPU
 //   cleave worker             cluster worker (prefill / decode / mixed) behind `serve`
 #include <CLI/CLI.hpp>
 
@@ -27,7 +26,6 @@ int main(int argc, char** argv) {
   cleave::app::RegisterBench(app, exit_code);
   cleave::app::RegisterServe(app, exit_code);
   cleave::app::RegisterSynth(app, exit_code);
-  cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterPlan(app, exit_code);
   cleave::app::RegisterWorker(app, exit_code);
   app.parse_complete_callback([&] { cleave::InitLogging(verbose); });

@@ -15,7 +15,6 @@ void RegisterBench(CLI::App& app, int& exit_code);
 void RegisterServe(CLI::App& app, int& exit_code);
 void RegisterSynth(CLI::App& app, int& exit_code);
 void RegisterPlan(CLI::App& app, int& exit_code);
-void RegisterPlan(CLI::App& app, int& exit_code);
 void RegisterWorker(CLI::App& app, int& exit_code);
 
 }  // namespace cleave::app
