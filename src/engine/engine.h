@@ -68,7 +68,7 @@ struct RequestOutput {
   std::string error;        // for kError
   double arrival_time_s = 0;
   double first_scheduled_time_s = -1;  // first put in a batch; -1 until then
-  double first_token_time_s = -1;  // -1 until the first token
+  double first_token_time_s = -1;      // -1 until the first token
   int32_t num_prompt_tokens = 0;
   int32_t num_cached_tokens = 0;  // prompt tokens served from the prefix cache
 };
