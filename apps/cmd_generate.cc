@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "apps/load_model.h"
 #include "apps/session.h"
 #include "core/log.h"
 #include "engine/engine.h"
@@ -175,13 +176,7 @@ int RunBatch(const GenerateOptions& o) {
     fmt::print(stderr, "error: {} has no prompts\n", o.batch_file);
     return 1;
   }
-  auto path = ResolveModelPath(o.model);
-  if (!path.ok()) {
-    fmt::print(stderr, "error: {}\n", path.status().message());
-    return 1;
-  }
-  kernels::cpu::LogIsaChoice();
-  auto model = Model::Load(*path);
+  auto model = LoadModelForCommand(o.model);
   if (!model.ok()) {
     fmt::print(stderr, "error: {}\n", model.status().message());
     return 1;

@@ -22,6 +22,7 @@
 #include <numeric>
 
 #include "apps/commands.h"
+#include "apps/load_model.h"
 #include "kernels/cpu/dispatch.h"
 #include "model/model.h"
 #include "model/model_path.h"
@@ -262,13 +263,7 @@ int RunBatchDecode(Model& model, const ProfileOptions& o, const std::string& pat
 }
 
 int RunProfile(ProfileOptions o) {
-  auto path = ResolveModelPath(o.model);
-  if (!path.ok()) {
-    fmt::print(stderr, "error: {}\n", path.status().message());
-    return 1;
-  }
-  kernels::cpu::LogIsaChoice();
-  auto model = Model::Load(*path);
+  auto model = LoadModelForCommand(o.model);
   if (!model.ok()) {
     fmt::print(stderr, "error: {}\n", model.status().message());
     return 1;
@@ -278,7 +273,7 @@ int RunProfile(ProfileOptions o) {
     fmt::print(stderr, "error: {}\n", st.message());
     return 1;
   }
-  if (!o.batch_sizes.empty()) return RunBatchDecode(**model, o, *path);
+  if (!o.batch_sizes.empty()) return RunBatchDecode(**model, o, (*model)->file().path());
   if (!o.fit_path.empty()) return RunFit(o, **model, o.fit_path);
   std::vector<Sample> samples;
   for (int t : o.threads) {
@@ -313,7 +308,7 @@ int RunProfile(ProfileOptions o) {
     nlohmann::json out = nlohmann::json::array();
     for (const Sample& s : samples) {
       out.push_back({{"model", (*model)->config().name},
-                     {"model_path", *path},
+                     {"model_path", (*model)->file().path()},
                      {"isa", kernels::cpu::IsaName(kernels::cpu::ActiveIsa())},
                      {"threads", s.threads},
                      {"test", s.test},
