@@ -43,12 +43,6 @@ __m256 LoadQ8(const int8_t* qs) {
       _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs))));
 }
 
-float BlockScale(const uint8_t* block) {
-  uint16_t d;
-  std::memcpy(&d, block, 2);
-  return Fp16ToFp32(d);
-}
-
 struct Avx2Ops {
   template <DType D>
   static float Dot(const float* q, const uint8_t* row, int64_t n) {

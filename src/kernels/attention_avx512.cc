@@ -31,12 +31,6 @@ __m512 LoadQ8(const int8_t* qs) {
       _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))));
 }
 
-float BlockScale(const uint8_t* block) {
-  uint16_t d;
-  std::memcpy(&d, block, 2);
-  return Fp16ToFp32(d);
-}
-
 __mmask16 TailMask(int64_t remaining) {
   return remaining >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << remaining) - 1);
 }

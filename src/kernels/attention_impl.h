@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 
+#include "core/fp16.h"
 #include "kernels/attention.h"
 
 namespace cleave::kernels {
@@ -15,6 +17,13 @@ void PagedAttentionAvx2(const PagedKv& k, const PagedKv& v, const AttentionHead&
 void PagedAttentionAvx512(const PagedKv& k, const PagedKv& v, const AttentionHead& a);
 
 namespace {
+
+// The f16 scale at the start of a Q8_0 KV block.
+inline float BlockScale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return Fp16ToFp32(d);
+}
 
 // Ops provides, for each KV dtype D:
 //   static float Dot<D>(const float* q, const uint8_t* row, int64_t n)   q · row
