@@ -30,8 +30,16 @@ bool InVocab(TokenId id, size_t vocab) {
 
 }  // namespace
 
-Rng::Rng(uint64_t seed) {
+Rng::Rng(uint64_t seed) : seed_(seed) {
   for (uint64_t& s : s_) s = SplitMix64(seed);
+}
+
+double Rng::UniformAt(uint64_t step) const {
+  // A fresh generator keyed by (seed, step): the step is mixed in through splitmix64 first so
+  // that neighbouring steps give unrelated streams, then xoshiro's first output is the draw.
+  uint64_t key = step;
+  Rng at(seed_ ^ SplitMix64(key));
+  return static_cast<double>(at.Next() >> 11) * 0x1.0p-53;
 }
 
 uint64_t Rng::Next() {
@@ -225,9 +233,9 @@ SampleResult Sampler::Sample(std::span<float> logits, const SamplingParams& para
     }
     double total = 0.0;
     for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
-    // Inverse CDF over ids in ascending order: the draw depends only on this row and this
-    // sequence's RNG.
-    const double u = rng.Uniform() * total;
+    // Inverse CDF over ids in ascending order: the draw depends only on this row, the
+    // sequence's seed and the output position (so it is the same wherever the step runs).
+    const double u = rng.UniformAt(output.size()) * total;
     double cumulative = 0.0;
     TokenId last_nonzero = sampling::Argmax(logits);
     result.token = -1;

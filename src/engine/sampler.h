@@ -3,8 +3,9 @@
 // Order of processing (as vLLM v1): logit bias and min_tokens masking, then penalties
 // (repetition over prompt+output; presence and frequency over output only), then either greedy
 // argmax (temperature 0) or temperature scaling, min-p, top-k, top-p and a draw from the
-// request's own RNG. The RNG belongs to the sequence and advances only when that sequence
-// samples, so a seeded request gives the same tokens whatever else is in the batch.
+// request's own RNG. The draw for output token n is a pure function of (the sequence's seed, n),
+// so a seeded request gives the same tokens whatever else is in the batch, after a preemption
+// (recompute), and when a decode worker continues a prompt that a prefill worker started.
 //
 // Logprobs are reported by default from the raw logits (before any processing), which is vLLM
 // v1's default `logprobs_mode=raw_logprobs` and what OpenAI documents; LogprobsMode::kProcessed
@@ -55,8 +56,13 @@ class Rng {
   uint64_t Next();
   // Uniform in [0, 1) with 53 random bits.
   double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+  // Uniform in [0, 1) for draw number `step` of this seed's stream; depends on (seed, step)
+  // only, not on how many values were drawn before. The sampler uses the output position.
+  double UniformAt(uint64_t step) const;
+  uint64_t seed() const { return seed_; }
 
  private:
+  uint64_t seed_;
   uint64_t s_[4];
 };
 

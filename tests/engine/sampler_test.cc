@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <set>
 
 namespace cleave {
 namespace {
@@ -147,13 +148,17 @@ TEST(SamplerTest, SeededSamplingIsReproducibleAndFollowsTheDistribution) {
   std::map<TokenId, int> counts;
   const int n = 20000;
   for (int i = 0; i < n; ++i) {
+    // Each sequence's own output so far: the draw is keyed by its length.
     std::vector<float> l = LogOf(probs);
-    a.push_back(sampler.Sample(l, p, {}, {}, r1).token);
+    const TokenId ta = sampler.Sample(l, p, {}, a, r1).token;
     l = LogOf(probs);
-    b.push_back(sampler.Sample(l, p, {}, {}, r2).token);
+    const TokenId tb = sampler.Sample(l, p, {}, b, r2).token;
     l = LogOf(probs);
-    c.push_back(sampler.Sample(l, p, {}, {}, r3).token);
-    ++counts[a.back()];
+    const TokenId tc = sampler.Sample(l, p, {}, c, r3).token;
+    a.push_back(ta);
+    b.push_back(tb);
+    c.push_back(tc);
+    ++counts[ta];
   }
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
@@ -169,10 +174,12 @@ TEST(SamplerTest, SamplingNeverPicksTruncatedTokens) {
   SamplingParams p;
   p.top_k = 2;
   Rng rng(5);
+  std::vector<TokenId> output;
   for (int i = 0; i < 2000; ++i) {
     std::vector<float> l = LogOf({0.3, 0.1, 0.35, 0.25});
-    TokenId t = sampler.Sample(l, p, {}, {}, rng).token;
+    TokenId t = sampler.Sample(l, p, {}, output, rng).token;
     EXPECT_TRUE(t == 0 || t == 2) << t;
+    output.push_back(t);
   }
 }
 
@@ -220,6 +227,61 @@ TEST(SamplerTest, RngIsPlatformIndependentSplitMixXoshiro) {
     EXPECT_LT(u, 1.0);
     EXPECT_EQ(u, b.Uniform());
   }
+}
+
+// Disaggregation: a prefill worker samples the first tokens, a decode worker with a fresh Rng of
+// the same seed continues. The continuation must equal one uninterrupted sequence, whatever
+// else the generators were used for in between (the draw depends on seed and position only).
+TEST(SamplerTest, SeededStreamContinuesAcrossAFreshRng) {
+  Sampler sampler({});
+  SamplingParams p;
+  p.temperature = 0.9f;
+  p.top_p = 0.95f;
+  const std::vector<double> probs = {0.05, 0.15, 0.2, 0.25, 0.1, 0.25};
+  auto run = [&](Rng& rng, std::vector<TokenId>& output, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<float> l = LogOf(probs);
+      output.push_back(sampler.Sample(l, p, {}, output, rng).token);
+    }
+  };
+  std::vector<TokenId> whole;
+  Rng colocated(1234);
+  run(colocated, whole, 64);
+
+  for (int split : {1, 5, 63}) {
+    std::vector<TokenId> split_output;
+    Rng prefill_rng(1234);
+    run(prefill_rng, split_output, split);
+    Rng decode_rng(1234);
+    for (int i = 0; i < 17; ++i) decode_rng.Next();  // unrelated use of the generator
+    run(decode_rng, split_output, 64 - split);
+    EXPECT_EQ(split_output, whole) << "split after " << split;
+  }
+  // Another seed gives another stream (the test would pass trivially for a constant draw).
+  std::vector<TokenId> other;
+  Rng other_rng(1235);
+  run(other_rng, other, 64);
+  EXPECT_NE(other, whole);
+  std::set<TokenId> distinct(whole.begin(), whole.end());
+  EXPECT_GE(distinct.size(), 4u);
+}
+
+TEST(SamplerTest, UniformAtDependsOnSeedAndStepOnly) {
+  Rng a(77), b(77), c(78);
+  for (int i = 0; i < 10; ++i) b.Next();
+  double sum = 0;
+  for (uint64_t step = 0; step < 1000; ++step) {
+    const double u = a.UniformAt(step);
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+    EXPECT_EQ(u, b.UniformAt(step));
+    EXPECT_NE(u, c.UniformAt(step));
+    if (step > 0) {
+      EXPECT_NE(u, a.UniformAt(step - 1));
+    }
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 1000, 0.5, 0.05);
 }
 
 }  // namespace
