@@ -36,6 +36,7 @@ struct WorkerOptions {
   int64_t max_model_len = 0;
   bool no_prefix_caching = false;
   int32_t max_staged_blocks = 0;
+  double kv_transfer_timeout_s = 10.0;
   int ready_fd = -1;
 };
 
@@ -107,6 +108,17 @@ int RunWorker(const WorkerOptions& o) {
   config.engine.scheduler.max_seqs = o.max_seqs;
   config.engine.seed = std::random_device{}();
   config.max_staged_blocks = o.max_staged_blocks;
+  config.kv_transfer_timeout_s = o.kv_transfer_timeout_s;
+  // Test only: CLEAVE_FAULT_KV=cut:N|stall:N breaks this worker's first KV-serving connection.
+  if (const char* fault = std::getenv("CLEAVE_FAULT_KV"); fault != nullptr && *fault != 0) {
+    Result<cluster::KvFault> parsed = cluster::ParseKvFault(fault);
+    if (!parsed.ok()) {
+      fmt::print(stderr, "error: CLEAVE_FAULT_KV: {}\n", parsed.status().message());
+      return 1;
+    }
+    config.kv_fault = *parsed;
+    spdlog::warn("CLEAVE_FAULT_KV={}: KV transfer fault injection is on (tests only)", fault);
+  }
 
   cluster::Worker worker(config, &executor, &executor.mutable_kv_cache(), &model.tokenizer());
   if (Status s = worker.Start(); !s.ok()) {
@@ -153,6 +165,9 @@ void RegisterWorker(CLI::App& app, int& exit_code) {
                   "Prefill: KV blocks held for decode workers before admission stops (default: "
                   "the KV cache size)")
       ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--kv-transfer-timeout-s", o->kv_transfer_timeout_s,
+                  "Decode: abort a KV pull that makes no progress for this long (default 10)")
+      ->check(CLI::Range(0.05, 3600.0));
   cmd->add_option("--ready-fd", o->ready_fd, "Write the port to this fd when ready (supervisor)");
   cmd->callback([o, &exit_code] { exit_code = RunWorker(*o); });
 }

@@ -227,6 +227,65 @@ void TcpListener::Close() {
   ::shutdown(fd_, SHUT_RDWR);  // wakes a blocked accept
 }
 
+Result<KvFault> ParseKvFault(std::string_view spec) {
+  KvFault fault;
+  if (spec.empty()) return fault;
+  const size_t colon = spec.find(':');
+  const std::string_view kind = spec.substr(0, colon);
+  if (kind == "cut") {
+    fault.kind = KvFault::Kind::kCut;
+  } else if (kind == "stall") {
+    fault.kind = KvFault::Kind::kStall;
+  } else {
+    return InvalidArgument("KV fault '{}': expected cut:N or stall:N", spec);
+  }
+  if (colon == std::string_view::npos) {
+    return InvalidArgument("KV fault '{}': expected cut:N or stall:N", spec);
+  }
+  const char* begin = spec.data() + colon + 1;
+  const char* end = spec.data() + spec.size();
+  auto [ptr, ec] = std::from_chars(begin, end, fault.after_frames);
+  if (ec != std::errc() || ptr != end || begin == end || fault.after_frames < 0) {
+    return InvalidArgument("KV fault '{}': N must be a count of frames", spec);
+  }
+  return fault;
+}
+
+FaultyConnection::FaultyConnection(std::shared_ptr<Connection> inner, KvFault fault,
+                                   std::chrono::milliseconds stall_limit)
+    : inner_(std::move(inner)), fault_(fault), stall_limit_(stall_limit) {}
+
+FaultyConnection::~FaultyConnection() {
+  Close();
+}
+
+Status FaultyConnection::Send(const Frame& frame) {
+  if (frame.type != MessageType::kKvBlock || fault_.kind == KvFault::Kind::kNone ||
+      kv_frames_sent_ < fault_.after_frames) {
+    Status s = inner_->Send(frame);
+    if (s.ok() && frame.type == MessageType::kKvBlock) ++kv_frames_sent_;
+    return s;
+  }
+  if (fault_.kind == KvFault::Kind::kCut) {
+    inner_->Close();
+    return Unavailable("fault injection: connection to {} cut after {} KV frames", peer(),
+                       fault_.after_frames);
+  }
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, stall_limit_, [&] { return closed_; });
+  return Unavailable("fault injection: send to {} stalled after {} KV frames", peer(),
+                     fault_.after_frames);
+}
+
+void FaultyConnection::Close() {
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  inner_->Close();
+}
+
 std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> InProcessPipe() {
   auto a_to_b = std::make_shared<Channel>();
   auto b_to_a = std::make_shared<Channel>();

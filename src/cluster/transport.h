@@ -7,10 +7,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "cluster/wire.h"
@@ -67,6 +70,42 @@ class TcpListener {
   int fd_;
   uint16_t port_;
   std::atomic<bool> closed_{false};
+};
+
+// --- Test-only fault injection -------------------------------------------------------------
+// A worker started with CLEAVE_FAULT_KV=cut:N or stall:N wraps its first KV-serving connection
+// (prefill side) in a FaultyConnection: after N KvBlock frames have gone out, the next one
+// either cuts the connection (both ends see the stream end) or stalls (Send blocks, sending
+// nothing, until Close or stall_limit). Never set it in production: it exists so that tests can
+// prove a cut or stalled transfer frees its blocks and fails (or retries) the request.
+struct KvFault {
+  enum class Kind : uint8_t { kNone, kCut, kStall };
+  Kind kind = Kind::kNone;
+  int64_t after_frames = 0;  // KvBlock frames that go through before the fault
+};
+// "cut:N" or "stall:N" (N >= 0); empty gives kNone.
+Result<KvFault> ParseKvFault(std::string_view spec);
+
+class FaultyConnection : public Connection {
+ public:
+  FaultyConnection(std::shared_ptr<Connection> inner, KvFault fault,
+                   std::chrono::milliseconds stall_limit = std::chrono::seconds(60));
+  ~FaultyConnection() override;
+  Status Send(const Frame& frame) override;
+  Result<Frame> Recv() override { return inner_->Recv(); }
+  void Close() override;
+  std::string peer() const override { return inner_->peer(); }
+  // KvBlock frames passed to the inner connection.
+  int64_t kv_frames_sent() const { return kv_frames_sent_; }
+
+ private:
+  std::shared_ptr<Connection> inner_;
+  const KvFault fault_;
+  const std::chrono::milliseconds stall_limit_;
+  std::atomic<int64_t> kv_frames_sent_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;
 };
 
 // Two connected in-process endpoints; frames still go through EncodeFrame/DecodeFrame so that

@@ -304,7 +304,7 @@ Frame Encode(const TokenOutputMsg& m) {
   const RequestOutput& o = m.output;
   Writer w(64 + 4 * o.token_ids.size() + o.text.size());
   w.U64(m.request_id);
-  w.U8(m.kv_staged);
+  w.U8(uint8_t(m.kv_staged) | uint8_t(m.kv_transfer_failed) << 1);
   w.U8(o.finished);
   w.U8(static_cast<uint8_t>(o.finish_reason));
   w.Tokens(o.token_ids);
@@ -433,7 +433,10 @@ Result<TokenOutputMsg> DecodeTokenOutput(const Frame& f) {
   TokenOutputMsg m;
   RequestOutput& o = m.output;
   m.request_id = r.U64();
-  m.kv_staged = r.Bool();
+  const uint8_t flags = r.U8();
+  if (flags > 3) r.Fits(1, ~uint64_t{0});  // unknown flag bits: malformed
+  m.kv_staged = flags & 1;
+  m.kv_transfer_failed = flags & 2;
   o.finished = r.Bool();
   const uint8_t reason = r.U8();
   if (reason > uint8_t(FinishReason::kError)) r.Fits(1, ~uint64_t{0});

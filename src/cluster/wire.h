@@ -26,7 +26,7 @@
 namespace cleave::cluster {
 
 constexpr uint32_t kWireMagic = 0x57564C43;  // bytes "CLVW"
-constexpr uint16_t kWireVersion = 1;
+constexpr uint16_t kWireVersion = 2;
 constexpr size_t kFrameHeaderBytes = 12;
 constexpr uint32_t kMaxPayloadBytes = 64u << 20;
 
@@ -109,7 +109,10 @@ struct AddRequestMsg {
 struct TokenOutputMsg {
   uint64_t request_id = 0;
   bool kv_staged = false;  // prefill worker: the KV waits to be pulled (output not final)
-  RequestOutput output;    // request_id, times and cached counts are not carried
+  // decode worker, with finish_reason kError: the prompt's KV never arrived (cut, stalled or
+  // refused transfer); nothing was generated here, so the router may prefill it again.
+  bool kv_transfer_failed = false;
+  RequestOutput output;  // request_id, times and cached counts are not carried
 };
 
 struct CancelMsg {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -91,6 +93,7 @@ struct Worker::Impl : public Executor {
     int64_t num_received = 0;
     bool cancelled = false;
     std::shared_ptr<Connection> peer;
+    std::chrono::steady_clock::time_point last_progress;  // pull sent or last block received
   };
 
   WorkerConfig config;
@@ -121,6 +124,7 @@ struct Worker::Impl : public Executor {
   int64_t inflight_prefill_blocks = 0;
   uint64_t queued_prefill_tokens = 0;
   uint64_t kv_bytes_sent = 0, kv_bytes_received = 0;
+  bool kv_fault_armed = false;  // test only: the next KV-serving connection gets the fault
 
   KvLayout Layout() const {
     KvLayout l;
@@ -161,9 +165,11 @@ struct Worker::Impl : public Executor {
     if (r) (void)r->Send(f);
   }
 
-  void FailToRouter(uint64_t rid, const std::string& error) {
+  // kv_transfer_failed: the prompt's KV never arrived; the router may prefill it again.
+  void FailToRouter(uint64_t rid, const std::string& error, bool kv_transfer_failed = false) {
     TokenOutputMsg m;
     m.request_id = rid;
+    m.kv_transfer_failed = kv_transfer_failed;
     m.output.finished = true;
     m.output.finish_reason = FinishReason::kError;
     m.output.error = error;
@@ -197,6 +203,15 @@ struct Worker::Impl : public Executor {
       spdlog::warn("refused {}: its KV layout differs from ours", conn->peer());
       conn->Close();
       return;
+    } else {
+      std::lock_guard lock(mu);
+      if (kv_fault_armed) {  // test only
+        kv_fault_armed = false;
+        auto faulty = std::make_shared<FaultyConnection>(conn, config.kv_fault);
+        std::replace(conns.begin(), conns.end(), conn, std::shared_ptr<Connection>(faulty));
+        conn = faulty;
+        spdlog::warn("fault injection armed on the KV connection from {}", conn->peer());
+      }
     }
     while (true) {
       Result<Frame> frame = conn->Recv();
@@ -340,7 +355,11 @@ struct Worker::Impl : public Executor {
       }
     }
     for (auto [rid, cancelled] : failed) {
-      if (!cancelled) FailToRouter(rid, "KV transfer failed: the prefill worker was lost");
+      if (!cancelled) {
+        FailToRouter(
+            rid, fmt::format("KV transfer failed: connection to the prefill worker {} lost", key),
+            true);
+      }
     }
   }
 
@@ -358,6 +377,7 @@ struct Worker::Impl : public Executor {
                         m.layer, m.block_index, m.bytes.size());
       }
       const BlockId block = t.blocks[m.block_index];
+      t.last_progress = std::chrono::steady_clock::now();
       std::memcpy(KvBlockBytes(*cache, false, m.layer, block).data(), m.bytes.data(), block_bytes);
       std::memcpy(KvBlockBytes(*cache, true, m.layer, block).data(), m.bytes.data() + block_bytes,
                   block_bytes);
@@ -384,7 +404,7 @@ struct Worker::Impl : public Executor {
         engine.FreeBlocks(t.blocks);
         transfers.erase(it);
       }
-      if (!error.empty()) FailToRouter(m.request_id, error);
+      if (!error.empty()) FailToRouter(m.request_id, error, true);
       return Status::Ok();
     }
     if (frame.type == MessageType::kHeartbeat) return Status::Ok();
@@ -433,7 +453,9 @@ struct Worker::Impl : public Executor {
       const uint32_t n = uint32_t(blocks.size());
       if (!peer.ok()) {
         engine.FreeBlocks(blocks);
-        FailToRouter(rid, "cannot reach the prefill worker: " + peer.status().message());
+        FailToRouter(
+            rid, "KV transfer failed: cannot reach the prefill worker: " + peer.status().message(),
+            true);
         continue;
       }
       {
@@ -442,12 +464,50 @@ struct Worker::Impl : public Executor {
         t.msg = std::move(m);
         t.blocks = std::move(blocks);
         t.peer = *peer;
+        t.last_progress = std::chrono::steady_clock::now();
         transfers.emplace(rid, std::move(t));
       }
       if (!(*peer)->Send(Encode(KvPullMsg{rid, n})).ok()) {
         // PeerLoop sees the broken connection and fails the transfer.
         (*peer)->Close();
       }
+    }
+  }
+
+  // Aborts pulls that received nothing for kv_transfer_timeout_s: their blocks are freed and
+  // the requests reported as transfer failures. The peer connection is closed too: its frames
+  // are ordered, so every later transfer on it is stuck behind the stalled one (PeerLoop then
+  // fails those, and the next pull reconnects). Engine thread.
+  void AbortStalledTransfers() {
+    const auto now = std::chrono::steady_clock::now();
+    const auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(config.kv_transfer_timeout_s));
+    std::vector<uint64_t> failed;
+    std::vector<std::shared_ptr<Connection>> stuck;
+    {
+      std::lock_guard lock(mu);
+      for (auto it = transfers.begin(); it != transfers.end();) {
+        Transfer& t = it->second;
+        if (now - t.last_progress < limit) {
+          ++it;
+          continue;
+        }
+        engine.FreeBlocks(t.blocks);
+        if (!t.cancelled) failed.push_back(it->first);
+        if (std::find(stuck.begin(), stuck.end(), t.peer) == stuck.end()) stuck.push_back(t.peer);
+        it = transfers.erase(it);
+      }
+    }
+    for (const auto& peer : stuck) {
+      spdlog::warn("KV transfer from {} stalled for {} s: aborted", peer->peer(),
+                   config.kv_transfer_timeout_s);
+      peer->Close();
+    }
+    for (uint64_t rid : failed) {
+      FailToRouter(rid,
+                   fmt::format("KV transfer failed: no progress for {} s (stalled)",
+                               config.kv_transfer_timeout_s),
+                   true);
     }
   }
 
@@ -567,6 +627,7 @@ struct Worker::Impl : public Executor {
         if (stop) return;
         wake = false;
       }
+      AbortStalledTransfers();
       StartPulls();
       for (const auto& [rid, error] : Admit()) FailToRouter(rid, error);
       if (engine.HasUnfinished()) {
@@ -588,6 +649,7 @@ Worker::~Worker() {
 Status Worker::Start() {
   Impl& m = *impl_;
   CLEAVE_ASSIGN_OR_RETURN(m.listener, TcpListener::Listen(m.config.host, m.config.port));
+  m.kv_fault_armed = m.config.kv_fault.kind != KvFault::Kind::kNone;
   m.accept_thread = std::thread([&m] { m.AcceptLoop(); });
   m.engine_thread = std::thread([&m] { m.EngineLoop(); });
   m.heartbeat_thread = std::thread([&m] { m.HeartbeatLoop(); });

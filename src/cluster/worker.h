@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "cluster/transport.h"
 #include "cluster/wire.h"
 #include "core/status.h"
 #include "engine/engine.h"
@@ -37,6 +38,10 @@ struct WorkerConfig {
   EngineConfig engine;
   int32_t max_staged_blocks = 0;       // prefill: KV held for decode workers; 0: engine.num_blocks
   int32_t decode_reserve_blocks = -1;  // decode: pull only if this many stay free; -1: 1/16
+  // decode: a pull that receives nothing for this long is aborted (blocks freed, the request
+  // reported to the router as a KV transfer failure, the connection to that peer dropped).
+  double kv_transfer_timeout_s = 10.0;
+  KvFault kv_fault;  // test only (CLEAVE_FAULT_KV): see FaultyConnection in transport.h
 };
 
 class Worker {

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 namespace cleave::cluster {
@@ -102,6 +104,72 @@ TEST(TransportTest, HandshakeAcceptsTheSecretAndRefusesOthers) {
     EXPECT_EQ(accepted.status().code(), StatusCode::kUnauthenticated);
     EXPECT_FALSE(ack.ok());
   }
+}
+
+TEST(TransportTest, ParseKvFault) {
+  EXPECT_EQ(ParseKvFault("")->kind, KvFault::Kind::kNone);
+  Result<KvFault> cut = ParseKvFault("cut:3");
+  ASSERT_TRUE(cut.ok());
+  EXPECT_EQ(cut->kind, KvFault::Kind::kCut);
+  EXPECT_EQ(cut->after_frames, 3);
+  Result<KvFault> stall = ParseKvFault("stall:0");
+  ASSERT_TRUE(stall.ok());
+  EXPECT_EQ(stall->kind, KvFault::Kind::kStall);
+  EXPECT_EQ(stall->after_frames, 0);
+  for (const char* bad : {"cut", "cut:", "cut:-1", "cut:2x", "drop:1", "stall:1:2"}) {
+    EXPECT_FALSE(ParseKvFault(bad).ok()) << bad;
+  }
+}
+
+std::vector<uint8_t> BlockBytes() {
+  return std::vector<uint8_t>(64, 7);
+}
+
+TEST(TransportTest, FaultyConnectionCutsAfterNKvFrames) {
+  auto [a, b] = InProcessPipe();
+  FaultyConnection faulty(std::move(a), KvFault{KvFault::Kind::kCut, 2});
+  const std::vector<uint8_t> kv = BlockBytes();
+  // Other frames never count and never trip the fault.
+  ASSERT_TRUE(faulty.Send(Encode(KvDoneMsg{1, true, ""})).ok());
+  ASSERT_TRUE(faulty.Send(EncodeKvBlock(1, 0, 0, kv, kv)).ok());
+  ASSERT_TRUE(faulty.Send(Encode(HeartbeatMsg{})).ok());
+  ASSERT_TRUE(faulty.Send(EncodeKvBlock(1, 0, 1, kv, kv)).ok());
+  EXPECT_EQ(faulty.kv_frames_sent(), 2);
+  Status third = faulty.Send(EncodeKvBlock(1, 1, 0, kv, kv));
+  EXPECT_EQ(third.code(), StatusCode::kUnavailable);
+  EXPECT_NE(third.message().find("fault injection"), std::string::npos);
+  // The peer gets exactly the frames sent before the cut, then the end of the stream.
+  EXPECT_EQ(b->Recv()->type, MessageType::kKvDone);
+  EXPECT_EQ(b->Recv()->type, MessageType::kKvBlock);
+  EXPECT_EQ(b->Recv()->type, MessageType::kHeartbeat);
+  EXPECT_EQ(DecodeKvBlock(*b->Recv())->block_index, 1u);
+  EXPECT_EQ(b->Recv().status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(faulty.Send(Encode(HeartbeatMsg{})).ok());
+}
+
+TEST(TransportTest, FaultyConnectionStallsUntilClosed) {
+  auto [a, b] = InProcessPipe();
+  auto faulty = std::make_shared<FaultyConnection>(std::move(a), KvFault{KvFault::Kind::kStall, 1});
+  const std::vector<uint8_t> kv = BlockBytes();
+  ASSERT_TRUE(faulty->Send(EncodeKvBlock(1, 0, 0, kv, kv)).ok());
+  std::atomic<bool> returned{false};
+  Status stalled = Status::Ok();
+  std::thread sender([&] {
+    stalled = faulty->Send(EncodeKvBlock(1, 0, 1, kv, kv));
+    returned = true;
+  });
+  EXPECT_EQ(DecodeKvBlock(*b->Recv())->block_index, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(returned) << "the stalled send returned early";
+  faulty->Close();  // what the worker does when it gives up on the transfer, or at Stop
+  sender.join();
+  EXPECT_EQ(stalled.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(b->Recv().status().code(), StatusCode::kUnavailable);  // nothing more was sent
+  // A bounded stall ends by itself.
+  auto [c, d] = InProcessPipe();
+  FaultyConnection bounded(std::move(c), KvFault{KvFault::Kind::kStall, 0},
+                           std::chrono::milliseconds(50));
+  EXPECT_EQ(bounded.Send(EncodeKvBlock(1, 0, 0, kv, kv)).code(), StatusCode::kUnavailable);
 }
 
 TEST(TransportTest, ParseHostPort) {

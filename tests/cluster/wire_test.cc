@@ -48,7 +48,7 @@ TEST(WireTest, FrameHeaderIsLittleEndianWithMagicVersionTypeLength) {
   const std::vector<uint8_t> bytes = EncodeFrame(Encode(CancelMsg{0x0102030405060708ull}));
   ASSERT_EQ(bytes.size(), kFrameHeaderBytes + 8);
   EXPECT_EQ(std::string(bytes.begin(), bytes.begin() + 4), "CLVW");
-  EXPECT_EQ(bytes[4], 1);  // version 1, LE
+  EXPECT_EQ(bytes[4], kWireVersion);  // LE
   EXPECT_EQ(bytes[5], 0);
   EXPECT_EQ(bytes[6], uint8_t(MessageType::kCancel));
   EXPECT_EQ(bytes[7], 0);
@@ -93,6 +93,22 @@ TEST(WireTest, AddRequestRoundTripsEveryField) {
   Result<AddRequestMsg> back2 = DecodeAddRequest(Reframe(Encode(unseeded)));
   ASSERT_TRUE(back2.ok());
   EXPECT_FALSE(back2->request.params.seed.has_value());
+}
+
+TEST(WireTest, TokenOutputCarriesTransferFailureFlag) {
+  TokenOutputMsg m;
+  m.request_id = 4;
+  m.kv_transfer_failed = true;
+  m.output.finished = true;
+  m.output.finish_reason = FinishReason::kError;
+  Result<TokenOutputMsg> back = DecodeTokenOutput(Reframe(Encode(m)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->kv_transfer_failed);
+  EXPECT_FALSE(back->kv_staged);
+  // Flag bits past the two defined ones are refused.
+  Frame f = Encode(m);
+  f.payload[8] = 0x04;
+  EXPECT_FALSE(DecodeTokenOutput(f).ok());
 }
 
 TEST(WireTest, TokenOutputRoundTrips) {
@@ -191,9 +207,9 @@ TEST(WireTest, RejectsBadHeaders) {
     b[at] = value;
     return DecodeFrameHeader(b);
   };
-  EXPECT_EQ(corrupt(0, 'X').status().code(), StatusCode::kDataLoss);     // magic
-  EXPECT_EQ(corrupt(4, 2).status().code(), StatusCode::kUnimplemented);  // version
-  EXPECT_EQ(corrupt(6, 0).status().code(), StatusCode::kDataLoss);       // type 0
+  EXPECT_EQ(corrupt(0, 'X').status().code(), StatusCode::kDataLoss);                    // magic
+  EXPECT_EQ(corrupt(4, kWireVersion + 1).status().code(), StatusCode::kUnimplemented);  // version
+  EXPECT_EQ(corrupt(6, 0).status().code(), StatusCode::kDataLoss);                      // type 0
   EXPECT_EQ(corrupt(6, kMaxMessageType + 1).status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(corrupt(11, 0xff).status().code(), StatusCode::kDataLoss);  // 4 GiB payload
 }
