@@ -53,6 +53,8 @@ struct ServeOptions {
   int32_t mixed_workers = 0;  // > 0: colocated, but in worker processes
   int32_t prefill_threads = 0;
   int32_t decode_threads = 0;
+  int32_t worker_restarts = 5;  // per worker per minute; 0: a dead worker stays dead
+  int32_t local_prefill_max_tokens = 0;
 };
 
 constexpr int32_t kBlockSize = 16;
@@ -191,6 +193,8 @@ int RunServe(const ServeOptions& o) {
     cc.prefill_threads = o.prefill_threads;
     cc.decode_threads = o.decode_threads;
     cc.mixed_threads = o.threads;
+    cc.max_restarts = o.worker_restarts;
+    cc.local_prefill_max_tokens = o.local_prefill_max_tokens;
     cc.worker_args = {"-m",
                       *path,
                       "--kv-cache-tokens",
@@ -313,6 +317,14 @@ void RegisterServe(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--decode-threads", o->decode_threads, "Threads (and cores) per decode worker")
       ->check(CLI::Range(0, 1024));
+  cmd->add_option("--worker-restarts", o->worker_restarts,
+                  "Restarts of a dead worker within a minute before giving up (0: none; "
+                  "default 5)")
+      ->check(CLI::Range(0, 1000));
+  cmd->add_option("--local-prefill-max-tokens", o->local_prefill_max_tokens,
+                  "Disaggregated: prompts shorter than this are prefilled on the decode worker "
+                  "(default 0: never)")
+      ->check(CLI::Range(0, 1 << 30));
   cmd->callback([o, &exit_code] { exit_code = RunServe(*o); });
 }
 

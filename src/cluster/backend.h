@@ -6,10 +6,33 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "engine/engine.h"
 
 namespace cleave::cluster {
+
+// One worker process as /health and /metrics show it.
+struct WorkerStatus {
+  std::string address;  // host:port
+  std::string role;     // prefill, decode, mixed
+  bool alive = true;
+  int32_t queue_length = 0;  // running + waiting, as last reported
+  double kv_usage_perc = 0;  // blocks in use (staged included) / blocks, 0..1
+};
+
+// The worker processes behind a backend; empty for the in-process engine.
+struct ClusterStatus {
+  bool is_cluster = false;
+  bool can_serve = true;              // some live worker can run a request end to end
+  std::vector<WorkerStatus> workers;  // forgotten (replaced) workers excluded
+  int64_t migrations = 0;             // request attempts moved off a dead worker
+  int64_t worker_restarts = 0;        // dead workers replaced
+  uint64_t kv_transfer_bytes = 0;     // KV bytes received by decode workers
+  std::map<std::string, int64_t> kv_transfer_failures;  // by reason
+};
 
 class Backend {
  public:
@@ -32,6 +55,8 @@ class Backend {
   virtual int64_t num_steps() const = 0;
   // Seconds; the clock of RequestOutput's times.
   virtual double now() const = 0;
+  // Worker processes, for /health and /metrics.
+  virtual ClusterStatus cluster_status() const { return {}; }
 };
 
 // The engine in this process.

@@ -114,7 +114,8 @@ Result<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
 
 Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterConfig config) {
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
-  const std::string secret = HexSecret();
+  cluster->config_ = config;
+  cluster->secret_ = HexSecret();
   const std::vector<int> cores = AllowedCores();
   struct Group {
     WorkerRole role;
@@ -133,7 +134,9 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterConfig con
   const int32_t even = std::max<int32_t>(1, int32_t(cores.size()) / num_workers);
   size_t next_core = 0;
   RouterConfig rc;
-  rc.secret = secret;
+  rc.secret = cluster->secret_;
+  rc.wait_for_worker_s = config.max_restarts > 0 ? config.wait_for_worker_s : 0;
+  rc.local_prefill_max_tokens = config.local_prefill_max_tokens;
   for (const Group& g : groups) {
     for (int32_t i = 0; i < g.count; ++i) {
       const int32_t threads = g.threads > 0 ? g.threads : even;
@@ -150,17 +153,114 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterConfig con
                                        "--threads",
                                        std::to_string(threads)};
       args.insert(args.end(), config.worker_args.begin(), config.worker_args.end());
-      Result<WorkerProcess> proc = SpawnWorker(args, mine, secret, config.start_timeout_s);
+      Result<WorkerProcess> proc =
+          SpawnWorker(args, mine, cluster->secret_, config.start_timeout_s);
       if (!proc.ok()) return proc.status();  // ~LocalCluster stops the ones started
       proc->role = g.role;
       spdlog::info("started {} worker pid {} on port {} (cores {})", WorkerRoleName(g.role),
                    proc->pid, proc->port, fmt::join(mine, ","));
-      cluster->workers_.push_back(*proc);
+      Slot slot;
+      slot.proc = *proc;
+      slot.args = std::move(args);
+      cluster->slots_.push_back(std::move(slot));
       rc.workers.push_back({config.host, proc->port});
     }
   }
   CLEAVE_ASSIGN_OR_RETURN(cluster->router_, Router::Connect(std::move(rc)));
+  LocalCluster* c = cluster.get();
+  cluster->monitor_ = std::thread([c] { c->Monitor(); });
   return cluster;
+}
+
+double LocalCluster::Now() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+std::vector<WorkerProcess> LocalCluster::workers() const {
+  std::lock_guard lock(mu_);
+  std::vector<WorkerProcess> out;
+  for (const Slot& s : slots_) out.push_back(s.proc);
+  return out;
+}
+
+int64_t LocalCluster::num_restarts() const {
+  std::lock_guard lock(mu_);
+  return restarts_;
+}
+
+// The children are forked from this thread (their PR_SET_PDEATHSIG follows the forking
+// thread), which lives until Stop.
+void LocalCluster::Monitor() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_; })) {
+    const double now = Now();
+    int due = -1;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      const WorkerEndpoint ep{config_.host, s.proc.port};
+      if (s.proc.pid > 0) {
+        int status = 0;
+        if (::waitpid(s.proc.pid, &status, WNOHANG) == s.proc.pid) {
+          spdlog::error("{} worker pid {} (port {}) {} {}", WorkerRoleName(s.proc.role), s.proc.pid,
+                        s.proc.port,
+                        WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+          s.proc.pid = -1;
+        } else if (!router_->alive(ep)) {
+          ::kill(s.proc.pid, SIGKILL);  // hung (the router gave up on it); reaped next round
+          continue;
+        }
+      }
+      if (s.proc.pid > 0 || s.given_up) continue;
+      if (s.restart_at_s < 0) {
+        while (!s.restarts_s.empty() && now - s.restarts_s.front() > config_.restart_window_s) {
+          s.restarts_s.pop_front();
+        }
+        if (int32_t(s.restarts_s.size()) >= config_.max_restarts) {
+          s.given_up = true;
+          spdlog::error(
+              "not restarting the {} worker that was on port {}: {} restarts within "
+              "{:.0f} s (limit {})",
+              WorkerRoleName(s.proc.role), s.proc.port, s.restarts_s.size(),
+              config_.restart_window_s, config_.max_restarts);
+          continue;
+        }
+        const double backoff_s = std::min(8.0, 0.25 * double(1 << s.restarts_s.size()));
+        s.restart_at_s = now + backoff_s;
+        spdlog::info("restarting the {} worker in {:.2f} s", WorkerRoleName(s.proc.role),
+                     backoff_s);
+      }
+      if (due < 0 && now >= s.restart_at_s) due = int(i);
+    }
+    if (due < 0) continue;
+    Slot& s = slots_[due];
+    s.restart_at_s = -1;
+    s.restarts_s.push_back(now);
+    const std::vector<std::string> args = s.args;
+    const std::vector<int> cores = s.proc.cores;
+    const WorkerRole role = s.proc.role;
+    const WorkerEndpoint dead{config_.host, s.proc.port};
+    lock.unlock();  // a start loads the model: seconds
+    Result<WorkerProcess> proc = SpawnWorker(args, cores, secret_, config_.start_timeout_s);
+    Status adopted =
+        proc.ok() ? router_->ReplaceWorker(dead, {config_.host, proc->port}) : proc.status();
+    if (proc.ok() && !adopted.ok()) {
+      ::kill(proc->pid, SIGKILL);
+      ::waitpid(proc->pid, nullptr, 0);
+    }
+    lock.lock();
+    Slot& slot = slots_[due];
+    if (!adopted.ok()) {
+      spdlog::error("restarting the {} worker failed: {}", WorkerRoleName(role),
+                    adopted.ToString());
+      continue;  // down again: scheduled next round, counted against the limit
+    }
+    proc->role = role;
+    slot.proc = *proc;
+    ++restarts_;
+    spdlog::info("respawned {} worker pid {} on port {} (cores {})", WorkerRoleName(role),
+                 proc->pid, proc->port, fmt::join(cores, ","));
+  }
 }
 
 LocalCluster::~LocalCluster() {
@@ -168,20 +268,30 @@ LocalCluster::~LocalCluster() {
 }
 
 void LocalCluster::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (monitor_.joinable()) monitor_.join();
   if (router_) router_->Shutdown();
-  for (const WorkerProcess& w : workers_) ::kill(w.pid, SIGTERM);
+  std::vector<pid_t> pids;
+  for (const Slot& s : slots_) {
+    if (s.proc.pid > 0) pids.push_back(s.proc.pid);
+  }
+  for (pid_t pid : pids) ::kill(pid, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  for (const WorkerProcess& w : workers_) {
-    while (::waitpid(w.pid, nullptr, WNOHANG) == 0) {
+  for (pid_t pid : pids) {
+    while (::waitpid(pid, nullptr, WNOHANG) == 0) {
       if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(w.pid, SIGKILL);
-        ::waitpid(w.pid, nullptr, 0);
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
-  workers_.clear();
+  slots_.clear();
 }
 
 }  // namespace cleave::cluster

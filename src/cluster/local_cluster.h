@@ -4,12 +4,24 @@
 //
 // Children get the shared secret through their environment (never argv), die with the parent
 // (PR_SET_PDEATHSIG), and report their port through a pipe once the model is loaded.
+//
+// Supervision: a monitor thread reaps children (waitpid, every 100 ms) and kills the ones the
+// router took for dead (silent too long). A dead worker is started again with the same role,
+// cores and arguments after a backoff (0.25 s doubling per recent restart, at most 8 s), and
+// the router adopts it (Router::ReplaceWorker). More than max_restarts restarts of one worker
+// within restart_window_s and the supervisor gives up on it (logged); so does a start that
+// fails. While a worker is down, requests nothing else can serve wait for it in the router
+// (RouterConfig::wait_for_worker_s).
 #pragma once
 
 #include <sys/types.h>
 
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/router.h"
@@ -27,6 +39,10 @@ struct LocalClusterConfig {
   std::vector<std::string> worker_args;  // passed to every worker (model, KV size, ...)
   std::string host = "127.0.0.1";
   int start_timeout_s = 300;  // model load included
+  int32_t max_restarts = 5;   // per worker within restart_window_s; 0: never restart
+  double restart_window_s = 60;
+  double wait_for_worker_s = 30;         // see RouterConfig; used only when restarts are on
+  int32_t local_prefill_max_tokens = 0;  // see RouterConfig
 };
 
 struct WorkerProcess {
@@ -42,13 +58,34 @@ class LocalCluster {
   ~LocalCluster();  // Stop()
 
   Router& router() { return *router_; }
-  const std::vector<WorkerProcess>& workers() const { return workers_; }
-  // Shuts the router down, then SIGTERMs the workers and reaps them (SIGKILL after 5 s).
+  // The current processes (a restarted worker replaces its predecessor). Thread-safe.
+  std::vector<WorkerProcess> workers() const;
+  int64_t num_restarts() const;
+  // Stops the monitor, shuts the router down, then SIGTERMs the workers and reaps them
+  // (SIGKILL after 5 s).
   void Stop();
 
  private:
+  struct Slot {
+    WorkerProcess proc;             // pid -1 while down
+    std::vector<std::string> args;  // as first started
+    std::deque<double> restarts_s;  // times of recent restarts
+    double restart_at_s = -1;       // down: when to start it again; -1: not scheduled
+    bool given_up = false;
+  };
   LocalCluster() = default;
-  std::vector<WorkerProcess> workers_;
+  void Monitor();
+  double Now() const;
+
+  LocalClusterConfig config_;
+  std::string secret_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  mutable std::mutex mu_;  // guards slots_, stop_, restarts_
+  std::condition_variable cv_;
+  std::vector<Slot> slots_;
+  bool stop_ = false;
+  int64_t restarts_ = 0;
+  std::thread monitor_;
   std::unique_ptr<Router> router_;
 };
 

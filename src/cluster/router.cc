@@ -2,12 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <limits>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "cluster/transport.h"
 
@@ -18,8 +20,70 @@ namespace {
 // A worker that sent nothing (not even a heartbeat, which has its own thread and goes every
 // 100 ms) for this long is taken for hung. A crash is seen at once (the connection closes).
 constexpr double kWorkerSilenceLimitS = 10.0;
+// Attempts per request (the first included); a request that keeps killing workers, or whose
+// KV transfer keeps failing, ends with an error instead of going round forever.
+constexpr int32_t kMaxAttempts = 4;
+
+uint64_t Mix(uint64_t h) {  // splitmix64's finalizer
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
 
 }  // namespace
+
+int ChoosePrefill(std::span<const WorkerLoad> workers) {
+  int best = -1;
+  int64_t best_cost = std::numeric_limits<int64_t>::max();
+  for (size_t i = 0; i < workers.size(); ++i) {
+    const WorkerLoad& w = workers[i];
+    if (!w.alive || w.role != WorkerRole::kPrefill) continue;
+    const int64_t cost = w.queued_prompt_tokens - w.overlap_tokens;
+    if (cost < best_cost) {
+      best = int(i);
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+int ChooseDecode(std::span<const WorkerLoad> workers) {
+  int best = -1;
+  for (size_t i = 0; i < workers.size(); ++i) {
+    const WorkerLoad& w = workers[i];
+    if (!w.alive || w.role != WorkerRole::kDecode) continue;
+    if (best < 0 || w.free_blocks > workers[best].free_blocks ||
+        (w.free_blocks == workers[best].free_blocks && w.num_running < workers[best].num_running)) {
+      best = int(i);
+    }
+  }
+  return best;
+}
+
+std::vector<uint64_t> PrefixBlockHashes(std::span<const TokenId> prompt) {
+  std::vector<uint64_t> hashes;
+  uint64_t h = 0x6a09e667f3bcc908ULL;
+  const size_t num_full = prompt.size() / kRouterBlockTokens;
+  for (size_t b = 0; b < num_full; ++b) {
+    for (size_t i = 0; i < size_t(kRouterBlockTokens); ++i) {
+      h = Mix(h ^ uint64_t(uint32_t(prompt[b * kRouterBlockTokens + i])));
+    }
+    hashes.push_back(h);
+  }
+  return hashes;
+}
+
+Request ContinuationRequest(const Request& original, std::span<const TokenId> streamed) {
+  CLEAVE_CHECK(int64_t(streamed.size()) < original.params.max_tokens);
+  Request next = original;
+  next.prompt.insert(next.prompt.end(), streamed.begin(), streamed.end());
+  const int32_t n = int32_t(streamed.size());
+  next.params.max_tokens -= n;
+  next.params.min_tokens = std::max(0, next.params.min_tokens - n);
+  return next;
+}
 
 struct Router::Impl {
   struct WorkerState {
@@ -29,17 +93,51 @@ struct Router::Impl {
     std::shared_ptr<Connection> conn;
     std::thread reader;
     bool alive = true;
+    bool forgotten = false;  // dead and replaced: out of /health and the counts
     double last_heard_s = 0;
     WorkerStats stats;
     int64_t queued_prompt_tokens = 0;  // sent for prefill, no first token yet
     int32_t in_flight = 0;             // requests this worker holds
     int32_t blocks_promised = 0;       // decode: sent since its last heartbeat
+    // Prefill: block hashes of prompts recently sent to it (FIFO, at most its pool's size).
+    std::unordered_set<uint64_t> recent_blocks;
+    std::deque<uint64_t> recent_order;
+
+    std::string address() const { return fmt::format("{}:{}", endpoint.host, endpoint.port); }
+    void Remember(const std::vector<uint64_t>& hashes) {
+      const size_t cap = std::max<size_t>(1, layout.num_blocks);
+      for (uint64_t h : hashes) {
+        if (!recent_blocks.insert(h).second) continue;
+        recent_order.push_back(h);
+        if (recent_order.size() > cap) {
+          recent_blocks.erase(recent_order.front());
+          recent_order.pop_front();
+        }
+      }
+    }
+    int64_t OverlapTokens(const std::vector<uint64_t>& hashes) const {
+      int64_t n = 0;
+      for (uint64_t h : hashes) {
+        if (!recent_blocks.count(h)) break;
+        n += kRouterBlockTokens;
+      }
+      return n;
+    }
   };
+  // One client request, across its attempts.
   struct Tracked {
-    Request request;                           // kept to hand the request to a decode worker
-    int prefill = -1, decode = -1, full = -1;  // worker indices
+    Request request;                // as the client sent it
+    std::vector<TokenId> streamed;  // every token pushed to the client so far
+    uint64_t wire_id = 0;           // this attempt's id on the wire; 0: waiting for a worker
+    size_t attempt_base = 0;        // streamed.size() when this attempt started
+    int prefill = -1, decode = -1, full = -1;  // worker indices of this attempt
+    bool decode_started = false;               // the decode worker sent a token, so it holds the KV
+    int64_t queued_tokens = 0;                 // counted in workers[prefill]->queued_prompt_tokens
+    int32_t attempts = 0;
     double arrival_s = 0;
     double first_token_s = -1;
+    double wait_deadline_s = -1;  // waiting for a worker until then
+    std::string last_failure;     // why the previous attempt ended
   };
   // A frame to send once the lock is released (a send may block on a slow peer).
   using Outbox = std::vector<std::pair<std::shared_ptr<Connection>, Frame>>;
@@ -48,11 +146,18 @@ struct Router::Impl {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::vector<std::unique_ptr<WorkerState>> workers;
-  std::unordered_map<RequestId, Tracked> tracked;
+  std::vector<std::unique_ptr<WorkerState>> workers;  // append-only: indices stay valid
+  KvLayout layout;                                    // of the first worker; all must agree
+  std::unordered_map<RequestId, Tracked> tracked;     // by client id
+  std::unordered_map<uint64_t, RequestId> by_wire;    // attempt id -> client id
+  std::vector<RequestId> waiting;                     // tracked with wire_id 0
   std::deque<RequestOutput> outputs;
   RequestId next_id = 1;
+  uint64_t next_wire_id = 1;
   int64_t steps = 0;
+  int64_t migrations = 0;
+  int64_t restarts = 0;
+  std::map<std::string, int64_t> transfer_failures;
   bool shut_down = false;
 
   double Now() const {
@@ -81,43 +186,218 @@ struct Router::Impl {
     return out;
   }
 
-  // Releases the request's hold on its workers (mu held).
-  void Release(const Tracked& t) {
+  // Ends the request: queues `out` (its last output) and forgets it (mu held).
+  void Finish(RequestId id, RequestOutput out) {
+    Tracked& t = tracked.at(id);
+    Release(t);
+    by_wire.erase(t.wire_id);
+    tracked.erase(id);
+    Push(std::move(out));
+  }
+
+  // Releases the attempt's hold on its workers (mu held).
+  void Release(Tracked& t) {
     for (int w : {t.prefill, t.decode, t.full}) {
       if (w >= 0) --workers[w]->in_flight;
     }
-    if (t.prefill >= 0 && t.decode < 0) {
-      workers[t.prefill]->queued_prompt_tokens -= int64_t(t.request.prompt.size());
-    }
+    if (t.prefill >= 0) workers[t.prefill]->queued_prompt_tokens -= t.queued_tokens;
+    t.queued_tokens = 0;
   }
 
-  int Pick(WorkerRole role, bool by_free_blocks) const {  // mu held; -1 if none alive
-    int best = -1;
-    int64_t best_score = std::numeric_limits<int64_t>::max();
+  std::vector<WorkerLoad> Loads(const std::vector<uint64_t>& hashes) const {  // mu held
+    std::vector<WorkerLoad> loads(workers.size());
     for (size_t i = 0; i < workers.size(); ++i) {
       const WorkerState& w = *workers[i];
-      if (!w.alive || w.role != role) continue;
-      const int64_t score =
-          by_free_blocks ? -(int64_t(w.stats.num_free_blocks) - w.blocks_promised)
-                         : (role == WorkerRole::kPrefill ? w.queued_prompt_tokens : w.in_flight);
-      if (score < best_score) {
-        best = int(i);
-        best_score = score;
-      }
+      WorkerLoad& l = loads[i];
+      l.alive = w.alive && !w.forgotten;
+      l.role = w.role;
+      l.queued_prompt_tokens = w.queued_prompt_tokens;
+      if (w.role == WorkerRole::kPrefill) l.overlap_tokens = w.OverlapTokens(hashes);
+      l.free_blocks = int64_t(w.stats.num_free_blocks) - w.blocks_promised;
+      l.num_running = w.in_flight;
+    }
+    return loads;
+  }
+
+  int PickMixed() const {  // mu held; the live mixed worker with the fewest in flight
+    int best = -1;
+    for (size_t i = 0; i < workers.size(); ++i) {
+      const WorkerState& w = *workers[i];
+      if (!w.alive || w.role != WorkerRole::kMixed) continue;
+      if (best < 0 || w.in_flight < workers[best]->in_flight) best = int(i);
     }
     return best;
   }
 
-  void ReadLoop(int index) {
-    WorkerState& w = *workers[index];
+  void Promise(int decode, size_t num_tokens) {  // mu held
+    const size_t block_size = std::max<size_t>(1, workers[decode]->layout.block_size);
+    workers[decode]->blocks_promised += int32_t((num_tokens + block_size - 1) / block_size);
+  }
+
+  // Sends the request's next attempt (mu held). False if no live worker can serve it.
+  bool Dispatch(RequestId id, Tracked& t, Outbox& box) {
+    AddRequestMsg add;
+    add.request = ContinuationRequest(t.request, t.streamed);
+    const std::vector<uint64_t> hashes = PrefixBlockHashes(add.request.prompt);
+    const std::vector<WorkerLoad> loads = Loads(hashes);
+    const int p = ChoosePrefill(loads);
+    const int d = ChooseDecode(loads);
+    const bool short_prompt = config.local_prefill_max_tokens > 0 &&
+                              int64_t(add.request.prompt.size()) < config.local_prefill_max_tokens;
+    int target;
+    if (p >= 0 && d >= 0 && !short_prompt) {
+      add.mode = RequestMode::kPrefillOnly;
+      t.prefill = target = p;
+      t.queued_tokens = int64_t(add.request.prompt.size());
+      workers[p]->queued_prompt_tokens += t.queued_tokens;
+      workers[p]->Remember(hashes);
+    } else {
+      // A decode worker runs a whole request when the prompt is short or no prefill worker is
+      // left (its engine is a full one).
+      target = PickMixed();
+      if (target < 0 && d >= 0) {
+        target = d;
+        Promise(d, add.request.prompt.size());
+      }
+      if (target < 0) return false;
+      add.mode = RequestMode::kFull;
+      t.full = target;
+    }
+    t.wire_id = next_wire_id++;
+    t.attempt_base = t.streamed.size();
+    t.decode_started = false;
+    t.wait_deadline_s = -1;
+    if (++t.attempts > 1) ++migrations;
+    by_wire[t.wire_id] = id;
+    ++workers[target]->in_flight;
+    add.request_id = t.wire_id;
+    box.emplace_back(workers[target]->conn, Encode(add));
+    return true;
+  }
+
+  // The attempt ended without finishing the request (a worker died, a transfer failed, no
+  // decode worker was left): cancels what is left of it and starts the next one, or waits for
+  // a worker, or fails the request (mu held).
+  void Retry(RequestId id, int dead, const std::string& why, Outbox& box) {
+    Tracked& t = tracked.at(id);
+    for (int w : {t.prefill, t.decode, t.full}) {
+      if (w >= 0 && w != dead && workers[w]->alive) {
+        box.emplace_back(workers[w]->conn, Encode(CancelMsg{t.wire_id}));
+      }
+    }
+    Release(t);
+    by_wire.erase(t.wire_id);
+    t.wire_id = 0;
+    t.prefill = t.decode = t.full = -1;
+    t.last_failure = why;
+    if (int64_t(t.streamed.size()) >= t.request.params.max_tokens) {
+      Finish(id, Finished(id, t, FinishReason::kLength, ""));
+    } else if (t.attempts >= kMaxAttempts) {
+      Finish(id, Finished(id, t, FinishReason::kError,
+                          fmt::format("{}; gave up after {} attempts", why, t.attempts)));
+    } else if (Dispatch(id, t, box)) {
+      spdlog::info("request {} migrated ({}; {} tokens streamed so far)", id, why,
+                   t.streamed.size());
+    } else {
+      Wait(id, t);
+    }
+  }
+
+  // No live worker can serve the request: it waits for AddWorker, or fails (mu held).
+  void Wait(RequestId id, Tracked& t) {
+    if (config.wait_for_worker_s > 0) {
+      t.wait_deadline_s = Now() + config.wait_for_worker_s;
+      waiting.push_back(id);
+      return;
+    }
+    Finish(id, Finished(id, t, FinishReason::kError,
+                        fmt::format("{}; no live worker can serve the request", t.last_failure)));
+  }
+
+  void DispatchWaiting(Outbox& box) {  // mu held
+    std::vector<RequestId> still;
+    for (RequestId id : waiting) {
+      auto it = tracked.find(id);
+      if (it == tracked.end() || it->second.wire_id != 0) continue;
+      if (!Dispatch(id, it->second, box)) still.push_back(id);
+    }
+    waiting = std::move(still);
+  }
+
+  void ExpireWaiting() {  // mu held
+    const double now = Now();
+    std::vector<RequestId> still;
+    for (RequestId id : waiting) {
+      auto it = tracked.find(id);
+      if (it == tracked.end() || it->second.wire_id != 0) continue;
+      if (now < it->second.wait_deadline_s) {
+        still.push_back(id);
+        continue;
+      }
+      Finish(id, Finished(id, it->second, FinishReason::kError,
+                          fmt::format("{}; no worker that can serve the request came back "
+                                      "within {:.0f} s",
+                                      it->second.last_failure, config.wait_for_worker_s)));
+    }
+    waiting = std::move(still);
+  }
+
+  Status Add(const WorkerEndpoint& ep) {
+    CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, TcpConnect(ep.host, ep.port));
+    Result<HelloAckMsg> ack =
+        ConnectHandshake(*conn, config.secret, WorkerRole::kRouter, KvLayout{});
+    if (!ack.ok()) {
+      return Unavailable("worker {}:{} refused the router: {}", ep.host, ep.port,
+                         ack.status().ToString());
+    }
+    if (ack->role == WorkerRole::kRouter) {
+      return InvalidArgument("{}:{} is not a worker", ep.host, ep.port);
+    }
+    Outbox box;
+    {
+      std::lock_guard lock(mu);
+      if (shut_down) return Unavailable("the router is shut down");
+      if (!workers.empty()) {
+        const KvLayout& a = ack->layout;
+        if (a.num_layers != layout.num_layers || a.block_size != layout.block_size ||
+            a.block_bytes != layout.block_bytes || a.vocab_size != layout.vocab_size) {
+          return FailedPrecondition(
+              "worker {}:{} disagrees with the others on the model or KV "
+              "layout",
+              ep.host, ep.port);
+        }
+      } else {
+        layout = ack->layout;
+      }
+      auto w = std::make_unique<WorkerState>();
+      w->endpoint = ep;
+      w->role = ack->role;
+      w->layout = ack->layout;
+      w->conn = std::move(conn);
+      w->stats.num_blocks = ack->layout.num_blocks;
+      w->stats.num_free_blocks = ack->layout.num_blocks;
+      w->last_heard_s = Now();
+      WorkerState* state = w.get();
+      const int index = int(workers.size());
+      workers.push_back(std::move(w));
+      state->reader = std::thread([this, state, index] { ReadLoop(state, index); });
+      spdlog::info("router: {} worker {} at {} joined", WorkerRoleName(state->role), index,
+                   state->address());
+      DispatchWaiting(box);
+    }
+    Flush(box);
+    return Status::Ok();
+  }
+
+  void ReadLoop(WorkerState* w, int index) {
     while (true) {
-      Result<Frame> frame = w.conn->Recv();
+      Result<Frame> frame = w->conn->Recv();
       Status s = frame.ok() ? OnFrame(index, *frame) : frame.status();
       if (!s.ok()) {
         std::lock_guard lock(mu);
         if (!shut_down) {
-          spdlog::error("{} worker {} at {}:{} lost: {}", WorkerRoleName(w.role), index,
-                        w.endpoint.host, w.endpoint.port, s.ToString());
+          spdlog::error("{} worker {} at {} lost: {}", WorkerRoleName(w->role), index, w->address(),
+                        s.ToString());
         }
         break;
       }
@@ -126,10 +406,10 @@ struct Router::Impl {
   }
 
   Status OnFrame(int index, const Frame& frame) {
-    WorkerState& w = *workers[index];
     if (frame.type == MessageType::kHeartbeat) {
       CLEAVE_ASSIGN_OR_RETURN(HeartbeatMsg hb, DecodeHeartbeat(frame));
       std::lock_guard lock(mu);
+      WorkerState& w = *workers[index];
       w.stats = hb.stats;
       w.blocks_promised = 0;
       w.last_heard_s = Now();
@@ -142,58 +422,80 @@ struct Router::Impl {
     Outbox box;
     {
       std::lock_guard lock(mu);
-      const double now = Now();
-      w.last_heard_s = now;
-      auto it = tracked.find(m.request_id);
-      if (it == tracked.end()) return Status::Ok();  // cancelled or failed already
-      Tracked& t = it->second;
-      RequestOutput out = std::move(m.output);
-      out.request_id = m.request_id;
-      out.arrival_time_s = t.arrival_s;
-      out.token_times_s.assign(out.token_ids.size(), now);
-      if (t.first_token_s < 0 && !out.token_ids.empty()) t.first_token_s = now;
-      out.first_token_time_s = t.first_token_s;
-      if (m.kv_staged && index == t.prefill && t.decode < 0) {
-        const int d = Pick(WorkerRole::kDecode, /*by_free_blocks=*/true);
-        if (d < 0) {  // (Release takes the prompt off the prefill worker's queue)
-          box.emplace_back(w.conn, Encode(CancelMsg{m.request_id}));
-          Push(std::move(out));
-          Push(Finished(m.request_id, t, FinishReason::kError, "no decode worker is alive"));
-          Release(t);
-          tracked.erase(it);
-        } else {
-          w.queued_prompt_tokens -= int64_t(t.request.prompt.size());
-          t.decode = d;
-          ++workers[d]->in_flight;
-          const int32_t block_size = int32_t(workers[d]->layout.block_size);
-          workers[d]->blocks_promised +=
-              (int32_t(t.request.prompt.size()) + block_size - 1) / block_size;
-          AddRequestMsg add;
-          add.request_id = m.request_id;
-          add.mode = RequestMode::kDecode;
-          add.request = t.request;
-          add.output_tokens = out.token_ids;
-          add.source_host = w.endpoint.host;
-          add.source_port = w.endpoint.port;
-          box.emplace_back(workers[d]->conn, Encode(add));
-          Push(std::move(out));
-        }
-      } else {
-        const bool finished = out.finished;
-        Push(std::move(out));
-        if (finished) {
-          // A prefill that ended the request (EOS, max_tokens 1, ...) may have a pull under way
-          // nowhere; tell any decode worker anyway (harmless if it has nothing).
-          if (t.decode >= 0 && index != t.decode) {
-            box.emplace_back(workers[t.decode]->conn, Encode(CancelMsg{m.request_id}));
-          }
-          Release(t);
-          tracked.erase(it);
-        }
-      }
+      OnOutput(index, std::move(m), box);
     }
     Flush(box);
     return Status::Ok();
+  }
+
+  void OnOutput(int index, TokenOutputMsg m, Outbox& box) {  // mu held
+    WorkerState& w = *workers[index];
+    const double now = Now();
+    w.last_heard_s = now;
+    auto wit = by_wire.find(m.request_id);
+    if (wit == by_wire.end()) return;  // cancelled, failed, or an earlier attempt
+    const RequestId id = wit->second;
+    Tracked& t = tracked.at(id);
+    if (index != t.prefill && index != t.decode && index != t.full) return;
+    RequestOutput out = std::move(m.output);
+    if (index == t.decode && !t.decode_started && out.finished &&
+        out.finish_reason == FinishReason::kError && out.token_ids.empty()) {
+      // The decode worker could not get the KV (the prefill worker died or the transfer
+      // broke): prefill again.
+      ++transfer_failures["pull_failed"];
+      Retry(id, -1,
+            fmt::format("the KV transfer to the decode worker at {} failed: {}", w.address(),
+                        out.error),
+            box);
+      return;
+    }
+    if (index == t.decode && !out.token_ids.empty()) t.decode_started = true;
+    out.request_id = id;
+    out.arrival_time_s = t.arrival_s;
+    out.token_times_s.assign(out.token_ids.size(), now);
+    if (t.first_token_s < 0 && !out.token_ids.empty()) t.first_token_s = now;
+    out.first_token_time_s = t.first_token_s;
+    out.num_prompt_tokens = int32_t(t.request.prompt.size());
+    t.streamed.insert(t.streamed.end(), out.token_ids.begin(), out.token_ids.end());
+    if (m.kv_staged && index == t.prefill && t.decode < 0) {
+      Push(std::move(out));
+      HandOff(id, t, box);
+      return;
+    }
+    if (!out.finished) {
+      Push(std::move(out));
+      return;
+    }
+    // A prefill that ended the request (EOS, max_tokens 1, ...) may have a pull under way
+    // nowhere; tell any decode worker anyway (harmless if it has nothing).
+    if (t.decode >= 0 && index != t.decode && workers[t.decode]->alive) {
+      box.emplace_back(workers[t.decode]->conn, Encode(CancelMsg{t.wire_id}));
+    }
+    Finish(id, std::move(out));
+  }
+
+  // The prefill worker staged the KV: the decode worker with the most room pulls it.
+  void HandOff(RequestId id, Tracked& t, Outbox& box) {  // mu held
+    const int d = ChooseDecode(Loads({}));
+    if (d < 0) {
+      Retry(id, -1, "no decode worker is alive", box);
+      return;
+    }
+    WorkerState& p = *workers[t.prefill];
+    p.queued_prompt_tokens -= t.queued_tokens;
+    t.queued_tokens = 0;
+    t.decode = d;
+    ++workers[d]->in_flight;
+    AddRequestMsg add;
+    add.request_id = t.wire_id;
+    add.mode = RequestMode::kDecode;
+    add.request =
+        ContinuationRequest(t.request, std::span<const TokenId>(t.streamed).first(t.attempt_base));
+    add.output_tokens.assign(t.streamed.begin() + ptrdiff_t(t.attempt_base), t.streamed.end());
+    add.source_host = p.endpoint.host;
+    add.source_port = p.endpoint.port;
+    Promise(d, add.request.prompt.size());
+    box.emplace_back(workers[d]->conn, Encode(add));
   }
 
   void WorkerDied(int index) {
@@ -205,25 +507,21 @@ struct Router::Impl {
       w.alive = false;
       w.conn->Close();
       if (shut_down) return;
-      const std::string why = fmt::format("the {} worker at {}:{} died; the request was lost",
-                                          WorkerRoleName(w.role), w.endpoint.host, w.endpoint.port);
-      for (auto it = tracked.begin(); it != tracked.end();) {
-        Tracked& t = it->second;
-        const bool affected =
-            t.full == index || t.decode == index || (t.prefill == index && t.decode < 0);
-        if (!affected) {
-          ++it;
-          continue;
+      const std::string why =
+          fmt::format("the {} worker at {} died", WorkerRoleName(w.role), w.address());
+      // Requests it ran, or whose KV only it had (a decode worker that sent no token may still
+      // be pulling: it is cancelled there and the request prefilled again).
+      std::vector<RequestId> affected;
+      for (const auto& [id, t] : tracked) {
+        if (t.wire_id == 0) continue;
+        if (t.full == index || t.decode == index) {
+          affected.push_back(id);
+        } else if (t.prefill == index && (t.decode < 0 || !t.decode_started)) {
+          if (t.decode >= 0) ++transfer_failures["prefill_worker_died"];
+          affected.push_back(id);
         }
-        for (int other : {t.prefill, t.decode}) {
-          if (other >= 0 && other != index && workers[other]->alive) {
-            box.emplace_back(workers[other]->conn, Encode(CancelMsg{it->first}));
-          }
-        }
-        Push(Finished(it->first, t, FinishReason::kError, why));
-        Release(t);
-        it = tracked.erase(it);
       }
+      for (RequestId id : affected) Retry(id, index, why, box);
     }
     Flush(box);
   }
@@ -234,105 +532,88 @@ Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Result<std::unique_ptr<Router>> Router::Connect(RouterConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
-  for (const WorkerEndpoint& ep : impl->config.workers) {
-    CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, TcpConnect(ep.host, ep.port));
-    Result<HelloAckMsg> ack =
-        ConnectHandshake(*conn, impl->config.secret, WorkerRole::kRouter, KvLayout{});
-    if (!ack.ok()) {
-      return Unavailable("worker {}:{} refused the router: {}", ep.host, ep.port,
-                         ack.status().ToString());
-    }
-    auto w = std::make_unique<Impl::WorkerState>();
-    w->endpoint = ep;
-    w->role = ack->role;
-    w->layout = ack->layout;
-    w->conn = std::move(conn);
-    w->stats.num_blocks = ack->layout.num_blocks;
-    w->stats.num_free_blocks = ack->layout.num_blocks;
-    impl->workers.push_back(std::move(w));
-  }
-  if (impl->workers.empty()) return InvalidArgument("the router needs at least one worker");
-  const KvLayout& first = impl->workers[0]->layout;
-  for (const auto& w : impl->workers) {
-    if (w->layout.num_layers != first.num_layers || w->layout.block_size != first.block_size ||
-        w->layout.block_bytes != first.block_bytes || w->layout.vocab_size != first.vocab_size) {
-      return FailedPrecondition("workers disagree on the model or KV layout");
-    }
-  }
-  Impl* m = impl.get();
-  const double now = m->Now();
-  for (size_t i = 0; i < m->workers.size(); ++i) {
-    m->workers[i]->last_heard_s = now;
-    m->workers[i]->reader = std::thread([m, i] { m->ReadLoop(int(i)); });
-  }
-  return std::unique_ptr<Router>(new Router(std::move(impl)));
+  if (impl->config.workers.empty()) return InvalidArgument("the router needs at least one worker");
+  const std::vector<WorkerEndpoint> endpoints = impl->config.workers;
+  std::unique_ptr<Router> router(new Router(std::move(impl)));
+  for (const WorkerEndpoint& ep : endpoints) CLEAVE_RETURN_IF_ERROR(router->impl_->Add(ep));
+  return router;
 }
 
 Router::~Router() {
   Shutdown();
 }
 
+Status Router::AddWorker(const WorkerEndpoint& endpoint) {
+  return impl_->Add(endpoint);
+}
+
+Status Router::ReplaceWorker(const WorkerEndpoint& dead, const WorkerEndpoint& fresh) {
+  CLEAVE_RETURN_IF_ERROR(impl_->Add(fresh));
+  std::lock_guard lock(impl_->mu);
+  for (auto& w : impl_->workers) {
+    if (!w->alive && !w->forgotten && w->endpoint == dead) w->forgotten = true;
+  }
+  ++impl_->restarts;
+  return Status::Ok();
+}
+
+bool Router::alive(const WorkerEndpoint& endpoint) const {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& w : impl_->workers) {
+    if (w->endpoint == endpoint && w->alive) return true;
+  }
+  return false;
+}
+
 void Router::Shutdown() {
   Impl& m = *impl_;
+  std::vector<std::thread> readers;
   {
     std::lock_guard lock(m.mu);
-    if (m.shut_down) return;
     m.shut_down = true;
-    for (auto& w : m.workers) w->conn->Close();
+    for (auto& w : m.workers) {
+      w->conn->Close();
+      if (w->reader.joinable()) readers.push_back(std::move(w->reader));
+    }
     m.cv.notify_all();
   }
-  for (auto& w : m.workers) {
-    if (w->reader.joinable()) w->reader.join();
-  }
+  for (std::thread& t : readers) t.join();
 }
 
 Result<RequestId> Router::AddRequest(Request request) {
   Impl& m = *impl_;
-  const int64_t vocab = m.workers[0]->layout.vocab_size;
   const SamplingParams& p = request.params;
   if (request.prompt.empty()) return InvalidArgument("prompt is empty");
-  for (TokenId id : request.prompt) {
-    if (id < 0 || id >= vocab)
-      return InvalidArgument("prompt token {} outside vocab {}", id, vocab);
-  }
-  if (int64_t(request.prompt.size()) >= max_model_len()) {
-    return InvalidArgument("prompt of {} tokens leaves no room in the context of {} tokens",
-                           request.prompt.size(), max_model_len());
-  }
   if (p.max_tokens < 1) return InvalidArgument("max_tokens must be >= 1, got {}", p.max_tokens);
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens) {
     return InvalidArgument("min_tokens {} must be in [0, max_tokens]", p.min_tokens);
   }
-
+  const int32_t max_len = max_model_len();
   Impl::Outbox box;
   RequestId id;
   {
     std::lock_guard lock(m.mu);
     if (m.shut_down) return Unavailable("the router is shut down");
-    id = m.next_id++;
-    Impl::Tracked t;
-    t.arrival_s = m.Now();
-    AddRequestMsg add;
-    add.request_id = id;
-    const int p_worker = m.Pick(WorkerRole::kPrefill, false);
-    const bool any_decode = m.Pick(WorkerRole::kDecode, true) >= 0;
-    if (p_worker >= 0 && any_decode) {
-      add.mode = RequestMode::kPrefillOnly;
-      t.prefill = p_worker;
-      m.workers[p_worker]->queued_prompt_tokens += int64_t(request.prompt.size());
-    } else {
-      int w = m.Pick(WorkerRole::kMixed, false);
-      if (w < 0) w = m.Pick(WorkerRole::kDecode, false);  // a decode worker can run it all
-      if (w < 0) return Unavailable("no worker that can run the request is alive");
-      add.mode = RequestMode::kFull;
-      t.full = w;
+    const int64_t vocab = m.layout.vocab_size;
+    for (TokenId t : request.prompt) {
+      if (t < 0 || t >= vocab) return InvalidArgument("prompt token {} outside vocab {}", t, vocab);
     }
-    const int target = t.prefill >= 0 ? t.prefill : t.full;
-    ++m.workers[target]->in_flight;
-    add.request = request;
+    if (int64_t(request.prompt.size()) >= max_len) {
+      return InvalidArgument("prompt of {} tokens leaves no room in the context of {} tokens",
+                             request.prompt.size(), max_len);
+    }
+    id = m.next_id++;
+    Impl::Tracked& t = m.tracked[id];
+    t.arrival_s = m.Now();
     t.request = std::move(request);
-    box.emplace_back(m.workers[target]->conn, Encode(add));
-    m.tracked.emplace(id, std::move(t));
+    if (!m.Dispatch(id, t, box)) {
+      if (m.config.wait_for_worker_s <= 0) {
+        m.tracked.erase(id);
+        return Unavailable("no worker that can run the request is alive");
+      }
+      t.last_failure = "no worker that can run the request was alive at its arrival";
+      m.Wait(id, t);
+    }
   }
   Impl::Flush(box);
   return id;
@@ -348,12 +629,10 @@ void Router::Cancel(RequestId id) {
     const Impl::Tracked& t = it->second;
     for (int w : {t.prefill, t.decode, t.full}) {
       if (w >= 0 && m.workers[w]->alive) {
-        box.emplace_back(m.workers[w]->conn, Encode(CancelMsg{id}));
+        box.emplace_back(m.workers[w]->conn, Encode(CancelMsg{t.wire_id}));
       }
     }
-    m.Push(m.Finished(id, t, FinishReason::kCancelled, ""));
-    m.Release(t);
-    m.tracked.erase(it);
+    m.Finish(id, m.Finished(id, t, FinishReason::kCancelled, ""));
   }
   Impl::Flush(box);
 }
@@ -372,6 +651,7 @@ Status Router::Step() {
         silent.push_back(int(i));
       }
     }
+    if (!m.waiting.empty()) m.ExpireWaiting();
   }
   for (int i : silent) {
     spdlog::error("worker {} sent nothing for {:.0f} s; taking it for dead", i,
@@ -395,8 +675,11 @@ bool Router::HasUnfinished() const {
 }
 
 int32_t Router::max_model_len() const {
+  std::lock_guard lock(impl_->mu);
   int32_t len = std::numeric_limits<int32_t>::max();
-  for (const auto& w : impl_->workers) len = std::min(len, int32_t(w->layout.max_model_len));
+  for (const auto& w : impl_->workers) {
+    if (!w->forgotten) len = std::min(len, int32_t(w->layout.max_model_len));
+  }
   return len;
 }
 
@@ -411,7 +694,7 @@ int32_t Router::num_running() const {
 
 int32_t Router::num_waiting() const {
   std::lock_guard lock(impl_->mu);
-  int32_t n = 0;
+  int32_t n = int32_t(impl_->waiting.size());
   for (const auto& w : impl_->workers) {
     if (w->alive) n += int32_t(w->stats.num_waiting);
   }
@@ -440,6 +723,33 @@ double Router::now() const {
   return impl_->Now();
 }
 
+ClusterStatus Router::cluster_status() const {
+  std::lock_guard lock(impl_->mu);
+  ClusterStatus s;
+  s.is_cluster = true;
+  s.can_serve = false;
+  for (const auto& w : impl_->workers) {
+    s.kv_transfer_bytes += w->stats.kv_bytes_received;
+    if (w->forgotten) continue;
+    if (w->alive && (w->role == WorkerRole::kMixed || w->role == WorkerRole::kDecode)) {
+      s.can_serve = true;
+    }
+    WorkerStatus ws;
+    ws.address = w->address();
+    ws.role = std::string(WorkerRoleName(w->role));
+    ws.alive = w->alive;
+    ws.queue_length = int32_t(w->stats.num_running + w->stats.num_waiting);
+    const double total = w->stats.num_blocks;
+    const double used = total - double(w->stats.num_free_blocks) + w->stats.num_staged_blocks;
+    ws.kv_usage_perc = total > 0 ? std::clamp(used / total, 0.0, 1.0) : 0.0;
+    s.workers.push_back(std::move(ws));
+  }
+  s.migrations = impl_->migrations;
+  s.worker_restarts = impl_->restarts;
+  s.kv_transfer_failures = impl_->transfer_failures;
+  return s;
+}
+
 int32_t Router::num_alive(WorkerRole role) const {
   std::lock_guard lock(impl_->mu);
   int32_t n = 0;
@@ -448,8 +758,9 @@ int32_t Router::num_alive(WorkerRole role) const {
 }
 
 int32_t Router::num_workers(WorkerRole role) const {
+  std::lock_guard lock(impl_->mu);
   int32_t n = 0;
-  for (const auto& w : impl_->workers) n += w->role == role;
+  for (const auto& w : impl_->workers) n += w->role == role && !w->forgotten;
   return n;
 }
 
@@ -458,6 +769,11 @@ uint64_t Router::kv_bytes_transferred() const {
   uint64_t n = 0;
   for (const auto& w : impl_->workers) n += w->stats.kv_bytes_received;
   return n;
+}
+
+int64_t Router::num_migrations() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->migrations;
 }
 
 }  // namespace cleave::cluster

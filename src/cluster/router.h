@@ -1,19 +1,30 @@
 // Router: the frontend's Backend over worker processes. Picks a worker per request, relays
-// outputs, and notices workers that die.
+// outputs, notices workers that die, and moves their requests elsewhere.
 //
-//   with prefill and decode workers:  prompt → prefill worker with the fewest queued prompt
-//     tokens (prefill-only); its first token is streamed at once, and the request goes to the
-//     decode worker with the most free KV blocks, which pulls the KV from the prefill worker.
+//   with prefill and decode workers:  prompt → the prefill worker of least cost (ChoosePrefill:
+//     queued prompt tokens minus the prompt's cached prefix there, prefill-only); its first
+//     token is streamed at once, and the request goes to the decode worker with the most room
+//     (ChooseDecode), which pulls the KV from the prefill worker. A prompt shorter than
+//     local_prefill_max_tokens goes straight to a decode worker as a whole request.
 //   with mixed workers only: the whole request → the mixed worker with the fewest in flight.
+//   with decode workers but no live prefill worker: the whole request → a decode worker.
 //
-// A worker whose connection breaks is marked dead; its requests (and those pulling KV from it)
-// are finished with kError and a message that says so; none is left hanging. Times in outputs
-// are the router's clock at arrival of each message (workers' clocks are not comparable).
+// Failures. A worker whose connection breaks (or that is silent too long) is marked dead. Each
+// request it held — running on it, or waiting for KV that only it had — is migrated: sent again
+// as a new attempt (a new wire id, so late messages of the old attempt are ignored) with
+//   prompt     = the client's prompt + every token already streamed to the client
+//   max_tokens = the client's max_tokens - those tokens
+// so the client's stream continues without duplicates, and a greedy request ends with the
+// text of an uninterrupted run. If no worker can serve it, the request waits up to
+// wait_for_worker_s for one (AddWorker, e.g. the supervisor's restart), then ends with
+// kError and a message naming the dead worker. None is left hanging. Times in outputs are the
+// router's clock at arrival of each message (workers' clocks are not comparable).
 //
-// Thread-safety: as Backend.
+// Thread-safety: as Backend; AddWorker and ReplaceWorker from any thread.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,18 +36,61 @@ namespace cleave::cluster {
 struct WorkerEndpoint {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
+  bool operator==(const WorkerEndpoint&) const = default;
 };
 
 struct RouterConfig {
   std::vector<WorkerEndpoint> workers;
   std::string secret;
+  // A request that no live worker can serve waits this long for one to be added; 0: it fails
+  // at once (new ones with Unavailable).
+  double wait_for_worker_s = 0;
+  // Prompts shorter than this skip the prefill workers (conditional disaggregation); 0: never.
+  int32_t local_prefill_max_tokens = 0;
 };
+
+// What the choice functions see of one worker. Pure data, so they are testable without
+// processes.
+struct WorkerLoad {
+  bool alive = true;
+  WorkerRole role = WorkerRole::kMixed;
+  int64_t queued_prompt_tokens = 0;  // sent for prefill, no first token yet
+  int64_t overlap_tokens = 0;        // the prompt's leading tokens it has recently prefilled
+  int64_t free_blocks = 0;           // reported free minus promised since the report
+  int32_t num_running = 0;           // its batch size (reported) plus in flight since
+};
+
+// Prefill cost = queued_prompt_tokens - overlap_tokens: the prompt tokens it must compute
+// before this prompt is done, assuming its prefix cache still holds what the router last sent
+// it (Dynamo's KV-aware cost with equal weights). Ties: lower index. -1 if none is alive.
+int ChoosePrefill(std::span<const WorkerLoad> workers);
+// The live decode worker with the most free KV blocks; ties: the smaller batch. -1 if none.
+int ChooseDecode(std::span<const WorkerLoad> workers);
+
+// The chained hashes of a prompt's full 16-token blocks (hash i covers tokens [0, 16(i+1))),
+// as the engine's prefix cache chains them; the router remembers them per prefill worker.
+constexpr int32_t kRouterBlockTokens = 16;
+std::vector<uint64_t> PrefixBlockHashes(std::span<const TokenId> prompt);
+
+// A request's next attempt after `streamed` tokens reached the client: the prompt extended by
+// them, max_tokens and min_tokens reduced by their number. Precondition: fewer than
+// max_tokens were streamed.
+Request ContinuationRequest(const Request& original, std::span<const TokenId> streamed);
 
 class Router : public Backend {
  public:
   // Connects to every worker and authenticates; fails if any is unreachable.
   static Result<std::unique_ptr<Router>> Connect(RouterConfig config);
   ~Router() override;
+
+  // Connects to one more worker, authenticates, checks that its KV layout matches, and starts
+  // routing to it (waiting requests first). Thread-safe.
+  Status AddWorker(const WorkerEndpoint& endpoint);
+  // AddWorker(fresh), then forgets the dead worker `dead` (it leaves /health) and counts a
+  // restart.
+  Status ReplaceWorker(const WorkerEndpoint& dead, const WorkerEndpoint& fresh);
+  // False once the worker at `endpoint` was marked dead (or is unknown).
+  bool alive(const WorkerEndpoint& endpoint) const;
 
   Result<RequestId> AddRequest(Request request) override;
   void Cancel(RequestId id) override;
@@ -50,12 +104,14 @@ class Router : public Backend {
   int64_t num_preemptions() const override { return 0; }
   int64_t num_steps() const override;
   double now() const override;
+  ClusterStatus cluster_status() const override;
 
-  // Workers alive / total, by role.
+  // Workers alive / total (forgotten ones excluded), by role.
   int32_t num_alive(WorkerRole role) const;
   int32_t num_workers(WorkerRole role) const;
   // KV bytes moved between workers (as reported by the decode workers).
   uint64_t kv_bytes_transferred() const;
+  int64_t num_migrations() const;
   // Closes every worker connection (in-flight requests fail).
   void Shutdown();
 

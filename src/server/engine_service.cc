@@ -169,6 +169,7 @@ EngineGauges EngineService::gauges() const {
   g.blocks = engine_->block_stats();
   g.num_preemptions = engine_->num_preemptions();
   g.healthy = !failed_;
+  g.cluster = engine_->cluster_status();
   return g;
 }
 

@@ -85,6 +85,8 @@ class EngineService {
   bool accepting() const { return accepting_ && !failed_; }
   int32_t num_in_flight() const;
   EngineGauges gauges() const;
+  // The worker processes behind the service (is_cluster false for the in-process engine).
+  cluster::ClusterStatus cluster_status() const { return engine_->cluster_status(); }
   int32_t max_model_len() const { return engine_->max_model_len(); }
   // Seconds on the engine's clock.
   double now() const;

@@ -202,7 +202,18 @@ void HttpServer::Impl::Routes() {
     if (!b) return SendError(res, ServiceUnavailable("Loading model"));
     if (!b->service->healthy()) return SendError(res, ServiceUnavailable("The engine failed."));
     if (stopping) return SendError(res, ServiceUnavailable("Shutting down."));
-    SendJson(res, 200, json{{"status", "ok"}});
+    const cluster::ClusterStatus cs = b->service->cluster_status();
+    if (!cs.is_cluster) return SendJson(res, 200, json{{"status", "ok"}});
+    // Worker processes: ok when all are alive, degraded while some are dead but requests can
+    // still be served, 503 when no live worker can run a request.
+    json workers = json::array();
+    bool all_alive = true;
+    for (const cluster::WorkerStatus& w : cs.workers) {
+      workers.push_back({{"address", w.address}, {"role", w.role}, {"alive", w.alive}});
+      all_alive = all_alive && w.alive;
+    }
+    const char* status = !cs.can_serve ? "unavailable" : all_alive ? "ok" : "degraded";
+    SendJson(res, cs.can_serve ? 200 : 503, json{{"status", status}, {"workers", workers}});
   });
   server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     auto b = GetBackend();

@@ -3,7 +3,8 @@
 //   POST /v1/chat/completions, POST /v1/completions   (JSON or SSE; Bearer key if configured)
 //   GET  /v1/models                                   (with "root", "max_model_len")
 //   POST /tokenize, POST /detokenize                  (vLLM's shapes)
-//   GET  /health                                      (503 while loading or after engine failure)
+//   GET  /health                                      (503 while loading or after engine failure;
+//                                                      with workers: ok / degraded / 503)
 //   GET  /metrics                                     (Prometheus text)
 //
 // The server listens before the model is loaded (so /health can say 503 "loading"); SetBackend

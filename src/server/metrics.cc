@@ -92,6 +92,49 @@ void Histogram::Render(const std::string& name, const std::string& help, const s
   *out += fmt::format("{}_count{{{}}} {}\n", name, labels, count_);
 }
 
+void Metrics::RenderCluster(const cluster::ClusterStatus& c, std::string* out) const {
+  const std::string& l = labels_;
+  Family(out, "cleave:kv_transfer_bytes", "counter",
+         "KV bytes moved from prefill to decode workers (as the decode workers report them).");
+  Sample(out, "cleave:kv_transfer_bytes_total", l, double(c.kv_transfer_bytes));
+  Family(out, "cleave:kv_transfer_failures", "counter",
+         "KV transfers that did not complete, by reason.");
+  for (const char* reason : {"pull_failed", "prefill_worker_died"}) {
+    auto it = c.kv_transfer_failures.find(reason);
+    Sample(out, "cleave:kv_transfer_failures_total", fmt::format("{},reason=\"{}\"", l, reason),
+           it == c.kv_transfer_failures.end() ? 0.0 : double(it->second));
+  }
+  for (const auto& [reason, n] : c.kv_transfer_failures) {
+    if (reason == "pull_failed" || reason == "prefill_worker_died") continue;
+    Sample(out, "cleave:kv_transfer_failures_total",
+           fmt::format("{},reason=\"{}\"", l, EscapeLabel(reason)), double(n));
+  }
+  Family(out, "cleave:migrations", "counter",
+         "Requests sent to another worker after theirs died (prompt + streamed tokens).");
+  Sample(out, "cleave:migrations_total", l, double(c.migrations));
+  Family(out, "cleave:worker_restarts", "counter", "Dead workers restarted by the supervisor.");
+  Sample(out, "cleave:worker_restarts_total", l, double(c.worker_restarts));
+  Family(out, "cleave:worker_alive", "gauge", "1 while the worker is connected, 0 once dead.");
+  for (const cluster::WorkerStatus& w : c.workers) {
+    Sample(out, "cleave:worker_alive", WorkerLabels(w), w.alive ? 1 : 0);
+  }
+  Family(out, "cleave:worker_queue_length", "gauge",
+         "Requests running or waiting on the worker (last report).");
+  for (const cluster::WorkerStatus& w : c.workers) {
+    Sample(out, "cleave:worker_queue_length", WorkerLabels(w), w.queue_length);
+  }
+  Family(out, "cleave:worker_kv_usage_perc", "gauge",
+         "Fraction of the worker's KV blocks in use or staged (0..1, last report).");
+  for (const cluster::WorkerStatus& w : c.workers) {
+    Sample(out, "cleave:worker_kv_usage_perc", WorkerLabels(w), w.kv_usage_perc);
+  }
+}
+
+std::string Metrics::WorkerLabels(const cluster::WorkerStatus& w) const {
+  return fmt::format("{},worker=\"{}\",role=\"{}\"", labels_, EscapeLabel(w.address),
+                     EscapeLabel(w.role));
+}
+
 Metrics::Metrics(std::string model_name)
     : model_name_(std::move(model_name)),
       labels_(fmt::format("model_name=\"{}\"", EscapeLabel(model_name_))),
@@ -189,6 +232,7 @@ std::string Metrics::Render(const EngineGauges& g) const {
       out += fmt::format("cleave:http_requests_total{{{},status=\"{}\"}} {}\n", l, status, n);
     }
   }
+  if (g.cluster.is_cluster) RenderCluster(g.cluster, &out);
   ttft_.Render("vllm:time_to_first_token_seconds", "Time to first token.", l, &out);
   itl_.Render("vllm:inter_token_latency_seconds", "Time between consecutive output tokens.", l,
               &out);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/backend.h"
 #include "engine/block_pool.h"
 
 namespace cleave::server {
@@ -39,6 +40,7 @@ struct EngineGauges {
   BlockPoolStats blocks;
   int64_t num_preemptions = 0;
   bool healthy = true;
+  cluster::ClusterStatus cluster;  // worker processes; rendered only when is_cluster
 };
 
 class Metrics {
@@ -63,6 +65,9 @@ class Metrics {
 
  private:
   void Add(int64_t* counter, int64_t n);
+  // cleave:kv_transfer_*, migrations, restarts and per-worker gauges.
+  void RenderCluster(const cluster::ClusterStatus& c, std::string* out) const;
+  std::string WorkerLabels(const cluster::WorkerStatus& w) const;
 
   std::string model_name_;
   std::string labels_;     // model_name="..."
