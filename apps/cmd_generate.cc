@@ -12,7 +12,6 @@
 
 #include "apps/commands.h"
 #include "apps/load_model.h"
-#include "apps/session.h"
 #include "core/log.h"
 #include "engine/engine.h"
 #include "engine/model_executor.h"
@@ -38,6 +37,7 @@ struct GenerateOptions {
   int64_t context = 0;
   bool ignore_eos = false;
   std::string batch_file;
+  std::vector<std::string> stop;
 };
 
 void AddModelAndSamplingFlags(CLI::App* cmd, GenerateOptions& o) {
@@ -62,6 +62,7 @@ void AddModelAndSamplingFlags(CLI::App* cmd, GenerateOptions& o) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   cmd->add_option("--system", o.system, "System message (with --chat / chat)");
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past end-of-generation tokens");
+  cmd->add_option("--stop", o.stop, "Stop string (repeatable); matched in the text, not printed");
 }
 
 SamplingParams ToSamplingParams(const GenerateOptions& o) {
@@ -73,30 +74,80 @@ SamplingParams ToSamplingParams(const GenerateOptions& o) {
   p.repetition_penalty = o.repetition_penalty;
   p.max_tokens = o.max_tokens;
   p.ignore_eos = o.ignore_eos;
+  p.stop = o.stop;
   return p;
 }
 
-struct Loaded {
+// One engine in this process: generate, chat and --batch-file all run through it, so they share
+// the server's generation loop (sampling, stop strings, detokenization) and chat turns reuse the
+// KV of earlier turns through the prefix cache.
+struct LocalEngine {
   std::unique_ptr<Model> model;
-  std::unique_ptr<Session> session;
+  std::unique_ptr<ModelExecutor> executor;
+  std::unique_ptr<Engine> engine;
 };
 
-Result<Loaded> LoadForSession(const GenerateOptions& o) {
-  CLEAVE_ASSIGN_OR_RETURN(std::string path, ResolveModelPath(o.model));
-  kernels::cpu::LogIsaChoice();
-  auto start = std::chrono::steady_clock::now();
-  Loaded l;
-  CLEAVE_ASSIGN_OR_RETURN(l.model, Model::Load(path));
-  const ModelConfig& c = l.model->config();
-  int threads = o.threads > 0 ? o.threads
-                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int64_t context = o.context > 0 ? o.context : std::min<int64_t>(c.context_length, 8192);
-  l.session = std::make_unique<Session>(*l.model, threads, context);
-  spdlog::info("loaded {} ({}, {} layers, hidden {}) in {:.2f} s; {} threads, context {}", path,
-               c.name, c.num_layers, c.hidden,
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-               threads, context);
+int ThreadsOf(const GenerateOptions& o) {
+  return o.threads > 0 ? o.threads
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// Builds the engine over an already loaded model. kv_tokens: KV capacity, at least the context
+// (-c, default the model's, at most 8192), which is also the prompt + output limit.
+LocalEngine MakeEngine(std::unique_ptr<Model> model, const GenerateOptions& o, int64_t kv_tokens) {
+  LocalEngine l;
+  l.model = std::move(model);
+  const int64_t context =
+      o.context > 0 ? o.context : std::min<int64_t>(l.model->config().context_length, 8192);
+  EngineConfig config;
+  config.block_size = 16;
+  config.num_blocks = static_cast<int32_t>(
+      (std::max(kv_tokens, context) + config.block_size - 1) / config.block_size);
+  config.max_model_len = static_cast<int32_t>(context);
+  config.seed = o.seed >= 0 ? static_cast<uint64_t>(o.seed) : std::random_device{}();
+  l.executor =
+      std::make_unique<ModelExecutor>(*l.model, config.num_blocks, config.block_size, ThreadsOf(o));
+  l.engine = std::make_unique<Engine>(config, l.executor.get(), &l.model->tokenizer());
+  spdlog::info("{} threads, context {} tokens, KV cache {} tokens", ThreadsOf(o), context,
+               int64_t{config.num_blocks} * config.block_size);
   return l;
+}
+
+Result<LocalEngine> StartEngine(const GenerateOptions& o) {
+  CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModelForCommand(o.model));
+  return MakeEngine(std::move(model), o, 0);
+}
+
+// Steps the engine until every request has finished, handing each output to on_output.
+Status RunToCompletion(Engine& engine, const std::function<void(const RequestOutput&)>& on_output) {
+  while (engine.HasUnfinished()) {
+    CLEAVE_RETURN_IF_ERROR(engine.Step());
+    for (const RequestOutput& out : engine.PollOutputs()) on_output(out);
+  }
+  for (const RequestOutput& out : engine.PollOutputs()) on_output(out);
+  return Status::Ok();
+}
+
+// Runs one request, streaming its text to on_text; the last output (finish reason, timings).
+Result<RequestOutput> RunOne(Engine& engine, Request request,
+                             const std::function<void(const std::string&)>& on_text) {
+  CLEAVE_ASSIGN_OR_RETURN(RequestId id, engine.AddRequest(std::move(request)));
+  RequestOutput last;
+  int32_t num_tokens = 0;
+  CLEAVE_RETURN_IF_ERROR(RunToCompletion(engine, [&](const RequestOutput& out) {
+    if (out.request_id != id) return;
+    if (!out.text.empty()) on_text(out.text);
+    num_tokens += static_cast<int32_t>(out.token_ids.size());
+    if (!out.token_times_s.empty()) last.token_times_s.push_back(out.token_times_s.back());
+    if (out.finished) {
+      std::vector<double> times = std::move(last.token_times_s);
+      last = out;
+      last.token_times_s = std::move(times);
+    }
+  }));
+  if (last.finish_reason == FinishReason::kError) return Internal("{}", last.error);
+  last.token_ids.resize(num_tokens);  // only the count is used
+  return last;
 }
 
 Result<std::vector<TokenId>> ChatPrompt(const Model& model, const nlohmann::json& messages) {
@@ -113,17 +164,21 @@ Result<std::vector<TokenId>> ChatPrompt(const Model& model, const nlohmann::json
   return ids;
 }
 
-uint64_t PickSeed(int64_t seed) {
-  return seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
+Request MakeRequest(const GenerateOptions& o, std::vector<TokenId> prompt) {
+  Request r;
+  r.prompt = std::move(prompt);
+  r.params = ToSamplingParams(o);
+  if (o.seed >= 0) r.params.seed = static_cast<uint64_t>(o.seed);
+  return r;
 }
 
 int RunGenerate(const GenerateOptions& o) {
-  auto loaded = LoadForSession(o);
-  if (!loaded.ok()) {
-    fmt::print(stderr, "error: {}\n", loaded.status().message());
+  auto local = StartEngine(o);
+  if (!local.ok()) {
+    fmt::print(stderr, "error: {}\n", local.status().message());
     return 1;
   }
-  Model& model = *loaded->model;
+  Model& model = *local->model;
   Result<std::vector<TokenId>> prompt = std::vector<TokenId>{};
   if (o.chat) {
     nlohmann::json messages = nlohmann::json::array();
@@ -137,26 +192,30 @@ int RunGenerate(const GenerateOptions& o) {
     fmt::print(stderr, "error: {}\n", prompt.status().message());
     return 1;
   }
-  Rng rng(PickSeed(o.seed));
   if (!o.chat) fmt::print("{}", o.prompt);
-  auto stats =
-      loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [](const std::string& text) {
-        fmt::print("{}", text);
-        std::fflush(stdout);
-      });
+  auto out = RunOne(*local->engine, MakeRequest(o, std::move(prompt).value()),
+                    [](const std::string& text) {
+                      fmt::print("{}", text);
+                      std::fflush(stdout);
+                    });
   fmt::print("\n");
-  if (!stats.ok()) {
-    fmt::print(stderr, "error: {}\n", stats.status().message());
+  std::fflush(stdout);
+  if (!out.ok()) {
+    fmt::print(stderr, "error: {}\n", out.status().message());
     return 1;
   }
+  // Prompt time runs from arrival to the first sampled token; generation from there to the last.
+  const int64_t prompt_tokens = out->num_prompt_tokens - out->num_cached_tokens;
+  const double prompt_s = out->first_token_time_s - out->arrival_time_s;
+  const auto generated = static_cast<int64_t>(out->token_ids.size());
+  const double generate_s =
+      out->token_times_s.empty() ? 0 : out->token_times_s.back() - out->first_token_time_s;
   fmt::print(stderr,
              "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generation: {} tokens in {:.3f} s "
-             "({:.1f} tok/s); finish: {}\n",
-             stats->prompt_tokens, stats->prompt_seconds,
-             stats->prompt_tokens / std::max(1e-9, stats->prompt_seconds), stats->generated_tokens,
-             stats->generate_seconds,
-             stats->generated_tokens / std::max(1e-9, stats->generate_seconds),
-             stats->finish_reason);
+             "({:.1f} tok/s after the first); finish: {}\n",
+             prompt_tokens, prompt_s, prompt_tokens / std::max(1e-9, prompt_s), generated,
+             generate_s, std::max<int64_t>(0, generated - 1) / std::max(1e-9, generate_s),
+             FinishReasonName(out->finish_reason));
   return 0;
 }
 
@@ -176,6 +235,7 @@ int RunBatch(const GenerateOptions& o) {
     fmt::print(stderr, "error: {} has no prompts\n", o.batch_file);
     return 1;
   }
+  // Tokenize first: the KV capacity is sized to hold every prompt and output at once.
   auto model = LoadModelForCommand(o.model);
   if (!model.ok()) {
     fmt::print(stderr, "error: {}\n", model.status().message());
@@ -201,15 +261,10 @@ int RunBatch(const GenerateOptions& o) {
     total_tokens += static_cast<int64_t>(ids->size()) + o.max_tokens;
     prompts.push_back(std::move(ids).value());
   }
-  EngineConfig config;
-  config.block_size = 16;
-  config.num_blocks =
-      static_cast<int32_t>(total_tokens / config.block_size + 2 * prompts.size() + 16);
-  config.seed = PickSeed(o.seed);
-  int threads = o.threads > 0 ? o.threads
-                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  ModelExecutor executor(**model, config.num_blocks, config.block_size, threads);
-  Engine engine(config, &executor, &tok);
+  // Two spare blocks per prompt: a sequence's last block is partly filled.
+  LocalEngine local =
+      MakeEngine(std::move(model).value(), o, total_tokens + 32 * int64_t(prompts.size()));
+  Engine& engine = *local.engine;
   std::map<RequestId, size_t> index;
   std::vector<std::string> texts(prompts.size());
   std::vector<std::string> reasons(prompts.size());
@@ -258,13 +313,12 @@ int RunBatch(const GenerateOptions& o) {
 }
 
 int RunChat(const GenerateOptions& o) {
-  auto loaded = LoadForSession(o);
-  if (!loaded.ok()) {
-    fmt::print(stderr, "error: {}\n", loaded.status().message());
+  auto local = StartEngine(o);
+  if (!local.ok()) {
+    fmt::print(stderr, "error: {}\n", local.status().message());
     return 1;
   }
-  Model& model = *loaded->model;
-  Rng rng(PickSeed(o.seed));
+  Model& model = *local->model;
   nlohmann::json messages = nlohmann::json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
   const bool tty = ::isatty(STDIN_FILENO) != 0;
@@ -272,6 +326,7 @@ int RunChat(const GenerateOptions& o) {
     fmt::print(stderr, "Chatting with {}. Ctrl-D to quit, /reset to start over.\n",
                model.config().name);
   std::string line;
+  uint64_t turn = 0;
   while (true) {
     if (tty) fmt::print("> ");
     std::fflush(stdout);
@@ -289,16 +344,18 @@ int RunChat(const GenerateOptions& o) {
       messages.erase(messages.end() - 1);
       continue;
     }
+    // Each turn resends the whole conversation; the prefix cache finds the earlier turns' KV.
     std::string reply;
-    auto stats =
-        loaded->session->Generate(*prompt, ToSamplingParams(o), rng, [&](const std::string& text) {
-          reply += text;
-          fmt::print("{}", text);
-          std::fflush(stdout);
-        });
+    Request request = MakeRequest(o, std::move(prompt).value());
+    if (o.seed >= 0) *request.params.seed += turn++;
+    auto out = RunOne(*local->engine, std::move(request), [&](const std::string& text) {
+      reply += text;
+      fmt::print("{}", text);
+      std::fflush(stdout);
+    });
     fmt::print("\n");
-    if (!stats.ok()) {
-      fmt::print(stderr, "error: {}\n", stats.status().message());
+    if (!out.ok()) {
+      fmt::print(stderr, "error: {}\n", out.status().message());
       messages.erase(messages.end() - 1);
       continue;
     }
