@@ -158,6 +158,7 @@ struct Router::Impl {
   int64_t migrations = 0;
   int64_t restarts = 0;
   std::map<std::string, int64_t> transfer_failures;
+  std::string last_death;  // "the decode worker at host:port died", for error messages
   bool shut_down = false;
 
   double Now() const {
@@ -478,7 +479,10 @@ struct Router::Impl {
   void HandOff(RequestId id, Tracked& t, Outbox& box) {  // mu held
     const int d = ChooseDecode(Loads({}));
     if (d < 0) {
-      Retry(id, -1, "no decode worker is alive", box);
+      Retry(id, -1,
+            last_death.empty() ? "no decode worker is alive"
+                               : fmt::format("no decode worker is alive ({})", last_death),
+            box);
       return;
     }
     WorkerState& p = *workers[t.prefill];
@@ -509,6 +513,7 @@ struct Router::Impl {
       if (shut_down) return;
       const std::string why =
           fmt::format("the {} worker at {} died", WorkerRoleName(w.role), w.address());
+      last_death = why;
       // Requests it ran, or whose KV only it had (a decode worker that sent no token may still
       // be pulling: it is cancelled there and the request prefilled again).
       std::vector<RequestId> affected;
@@ -609,7 +614,8 @@ Result<RequestId> Router::AddRequest(Request request) {
     if (!m.Dispatch(id, t, box)) {
       if (m.config.wait_for_worker_s <= 0) {
         m.tracked.erase(id);
-        return Unavailable("no worker that can run the request is alive");
+        if (m.last_death.empty()) return Unavailable("no worker that can run the request is alive");
+        return Unavailable("no worker that can run the request is alive ({})", m.last_death);
       }
       t.last_failure = "no worker that can run the request was alive at its arrival";
       m.Wait(id, t);

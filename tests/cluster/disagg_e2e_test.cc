@@ -252,10 +252,14 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
   }
 }
 
-// kill -9 of the decode worker: its in-flight requests end promptly with a clear error (never
-// hang), later requests are refused with a clear error, and the frontend keeps answering.
+// kill -9 of the only decode worker with restarts off: nothing can serve its requests, so they
+// end promptly with a clear error (never hang), later requests are refused with a clear error,
+// /health says 503, and the frontend keeps answering. (Migration and restarts:
+// failover_e2e_test.cc.)
 TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
-  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  Server disagg(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--worker-restarts 0");
   ASSERT_TRUE(disagg.ready()) << disagg.log();
   const pid_t decode_pid = disagg.WorkerPid("decode");
   ASSERT_GT(decode_pid, 0) << disagg.log();
@@ -284,6 +288,8 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
   httplib::Client c("127.0.0.1", disagg.port());
   auto health = c.Get("/health");
   ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503) << health->body;
+  EXPECT_NE(health->body.find("\"alive\":false"), std::string::npos) << health->body;
 }
 
 }  // namespace
