@@ -36,7 +36,7 @@ struct WorkerOptions {
   int64_t max_model_len = 0;
   bool no_prefix_caching = false;
   int32_t max_staged_blocks = 0;
-  double kv_transfer_timeout_s = 10.0;
+  WorkerTransportFlags transport;
   int ready_fd = -1;
 };
 
@@ -108,7 +108,7 @@ int RunWorker(const WorkerOptions& o) {
   config.engine.scheduler.max_seqs = o.max_seqs;
   config.engine.seed = std::random_device{}();
   config.max_staged_blocks = o.max_staged_blocks;
-  config.kv_transfer_timeout_s = o.kv_transfer_timeout_s;
+  config.kv_transfer_timeout_s = o.transport.kv_transfer_timeout_s;
   // Test only: CLEAVE_FAULT_KV=cut:N|stall:N breaks this worker's first KV-serving connection.
   if (const char* fault = std::getenv("CLEAVE_FAULT_KV"); fault != nullptr && *fault != 0) {
     Result<cluster::KvFault> parsed = cluster::ParseKvFault(fault);
@@ -140,6 +140,16 @@ int RunWorker(const WorkerOptions& o) {
 
 }  // namespace
 
+void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags) {
+  cmd->add_option("--kv-transfer-timeout-s", flags.kv_transfer_timeout_s,
+                  "Decode: abort a KV pull that makes no progress for this long (default 10)")
+      ->check(CLI::Range(0.05, 3600.0));
+}
+
+std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags) {
+  return {"--kv-transfer-timeout-s", fmt::format("{}", flags.kv_transfer_timeout_s)};
+}
+
 void RegisterWorker(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<WorkerOptions>();
   auto* cmd = app.add_subcommand("worker", "Cluster worker (prefill, decode or mixed)");
@@ -165,9 +175,7 @@ void RegisterWorker(CLI::App& app, int& exit_code) {
                   "Prefill: KV blocks held for decode workers before admission stops (default: "
                   "the KV cache size)")
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--kv-transfer-timeout-s", o->kv_transfer_timeout_s,
-                  "Decode: abort a KV pull that makes no progress for this long (default 10)")
-      ->check(CLI::Range(0.05, 3600.0));
+  AddWorkerTransportFlags(cmd, o->transport);
   cmd->add_option("--ready-fd", o->ready_fd, "Write the port to this fd when ready (supervisor)");
   cmd->callback([o, &exit_code] { exit_code = RunWorker(*o); });
 }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
 
 namespace cleave::app {
 
@@ -16,5 +18,13 @@ void RegisterServe(CLI::App& app, int& exit_code);
 void RegisterSynth(CLI::App& app, int& exit_code);
 void RegisterPlan(CLI::App& app, int& exit_code);
 void RegisterWorker(CLI::App& app, int& exit_code);
+
+// KV transport flags shared by `cleave worker` and `cleave serve` (which passes them on to the
+// workers it starts). Defined in cmd_worker.cc.
+struct WorkerTransportFlags {
+  double kv_transfer_timeout_s = 10.0;
+};
+void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags);
+std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);
 
 }  // namespace cleave::app

@@ -12,8 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "tests/testing/paths.h"
@@ -40,10 +42,12 @@ int FreePort() {
 // SIGTERM (then SIGKILL) at the end.
 class Server {
  public:
-  explicit Server(const std::string& extra_args) {
+  // env: "NAME=value" exported to the server and its workers (e.g. CLEAVE_FAULT_KV).
+  explicit Server(const std::string& extra_args, const std::string& env = "") {
     port_ = FreePort();
     log_ = cleave::testing::TempDir() + "/serve-" + std::to_string(port_) + ".log";
-    const std::string cmd = "exec " + cleave::testing::CleaveBinary() + " serve --port " +
+    const std::string cmd = (env.empty() ? "" : "export " + env + "; ") + "exec " +
+                            cleave::testing::CleaveBinary() + " serve --port " +
                             std::to_string(port_) + " -m " + cleave::testing::DefaultModelPath() +
                             " --kv-cache-tokens 4096 " + extra_args + " >" + log_ + " 2>&1";
     pid_ = ::fork();
@@ -88,6 +92,11 @@ class Server {
     }
     return -1;
   }
+  bool LogContains(const std::string& needle) const {
+    std::ifstream in(log_);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find(needle) != std::string::npos;
+  }
   std::string log() const {
     std::ifstream in(log_);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -109,11 +118,16 @@ struct Completion {
   std::string error;
 };
 
-Completion Complete(int port, const std::string& prompt, int max_tokens) {
+// Greedy unless seed is given (then temperature 0.8 with that seed).
+Completion Complete(int port, const std::string& prompt, int max_tokens,
+                    std::optional<uint64_t> seed = std::nullopt) {
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(120, 0);
-  const json body = {
-      {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}, {"logprobs", 0}};
+  json body = {{"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}, {"logprobs", 0}};
+  if (seed) {
+    body["temperature"] = 0.8;
+    body["seed"] = *seed;
+  }
   Completion out;
   auto res = c.Post("/v1/completions", body.dump(), "application/json");
   if (!res) {
@@ -214,13 +228,15 @@ class DisaggE2eTest : public ::testing::Test {
 TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
   constexpr int kMaxTokens = 24;
   const std::vector<std::string> prompts = Prompts(32);
-  std::vector<Completion> single_ref, batch_ref;
+  std::vector<Completion> single_ref, batch_ref, seeded_ref;
   {
     Server colocated("--threads 1");
     ASSERT_TRUE(colocated.ready()) << colocated.log();
     for (int i = 0; i < 8; ++i)
       single_ref.push_back(Complete(colocated.port(), prompts[i], kMaxTokens));
     batch_ref = CompleteAll(colocated.port(), prompts, kMaxTokens);
+    for (int i = 0; i < 3; ++i)
+      seeded_ref.push_back(Complete(colocated.port(), prompts[i], kMaxTokens, 1000 + i));
   }
   int num_long = 0;  // the comparison must cover many decode steps, not just first tokens
   for (const Completion& c : single_ref) {
@@ -237,6 +253,12 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     ExpectSame(batch_ref, CompleteAll(disagg.port(), prompts, kMaxTokens),
                "disaggregated, 32 at once");
     ExpectNoLeakedBlocks(disagg);
+    // Seeded sampling: the decode worker continues the prefill worker's random stream.
+    std::vector<Completion> seeded;
+    for (int i = 0; i < 3; ++i)
+      seeded.push_back(Complete(disagg.port(), prompts[i], kMaxTokens, 1000 + i));
+    ExpectSame(seeded_ref, seeded, "disaggregated, seeded temperature 0.8");
+    EXPECT_NE(seeded_ref[0].tokens, single_ref[0].tokens) << "the seeded run was greedy";
     // max_tokens 1: the prefill worker's token is the whole answer, nothing is staged.
     Completion one = Complete(disagg.port(), prompts[0], 1);
     ASSERT_EQ(one.status, 200) << one.error;
@@ -290,6 +312,49 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 503) << health->body;
   EXPECT_NE(health->body.find("\"alive\":false"), std::string::npos) << health->body;
+}
+
+// A KV transfer cut mid-stream (fault injection) or stalled past --kv-transfer-timeout-s: the
+// request is either re-prefilled (then its text is the normal greedy text) or fails with a clear
+// "KV transfer failed" error, never hangs; no KV block stays reserved; the next requests work.
+void ExpectTransferFaultHandled(const std::string& fault, const std::string& reason) {
+  Server disagg(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--kv-transfer-timeout-s 1",
+      "CLEAVE_FAULT_KV=" + fault);
+  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  const std::vector<std::string> prompts = Prompts(8);
+  const auto start = std::chrono::steady_clock::now();
+  // Prompt 7 spans several blocks: 30 layers x 4+ blocks, far more frames than the fault's N.
+  const Completion faulted = Complete(disagg.port(), prompts[7], 16);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  ExpectNoLeakedBlocks(disagg);
+  // The fault fires once: afterwards the same prompt goes through (over a new connection).
+  const Completion after = Complete(disagg.port(), prompts[7], 16);
+  ASSERT_EQ(after.status, 200) << after.error << disagg.log();
+  EXPECT_EQ(after.tokens.size(), 16u);
+  std::printf("%s: first request -> %d %s\n", fault.c_str(), faulted.status,
+              faulted.status == 200 ? "(re-prefilled)" : faulted.error.c_str());
+  if (faulted.status == 200) {  // re-prefilled by the router
+    EXPECT_EQ(faulted.tokens, after.tokens);
+  } else {
+    EXPECT_EQ(faulted.status, 500) << faulted.error;
+    EXPECT_NE(faulted.error.find("KV transfer failed"), std::string::npos) << faulted.error;
+    EXPECT_NE(faulted.error.find(reason), std::string::npos) << faulted.error;
+  }
+  ExpectSame(std::vector<Completion>(4, after),
+             CompleteAll(disagg.port(), std::vector<std::string>(4, prompts[7]), 16),
+             "after the fault");
+  ExpectNoLeakedBlocks(disagg);
+  EXPECT_TRUE(disagg.LogContains("fault injection armed")) << "the fault never fired";
+}
+
+TEST_F(DisaggE2eTest, CutKvTransferFailsOrRetriesAndLeaksNothing) {
+  ExpectTransferFaultHandled("cut:5", "lost");
+}
+
+TEST_F(DisaggE2eTest, StalledKvTransferTimesOutAndLeaksNothing) {
+  ExpectTransferFaultHandled("stall:5", "stalled");
 }
 
 }  // namespace
