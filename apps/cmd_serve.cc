@@ -55,6 +55,7 @@ struct ServeOptions {
   int32_t decode_threads = 0;
   int32_t worker_restarts = 5;  // per worker per minute; 0: a dead worker stays dead
   int32_t local_prefill_max_tokens = 0;
+  WorkerTransportFlags transport;  // passed on to the workers
 };
 
 constexpr int32_t kBlockSize = 16;
@@ -208,6 +209,7 @@ int RunServe(const ServeOptions& o) {
                       "--kv-cache-dtype",
                       o.kv_cache_dtype};
     if (o.no_prefix_caching) cc.worker_args.push_back("--no-prefix-caching");
+    for (std::string& a : WorkerTransportArgs(o.transport)) cc.worker_args.push_back(std::move(a));
     Result<std::unique_ptr<cluster::LocalCluster>> started = cluster::LocalCluster::Start(cc);
     if (!started.ok()) {
       spdlog::error("cannot start the workers: {}", started.status().message());
@@ -315,6 +317,7 @@ void RegisterServe(CLI::App& app, int& exit_code) {
   cmd->add_option("--prefill-threads", o->prefill_threads,
                   "Threads (and pinned cores) per prefill worker (default: cores split evenly)")
       ->check(CLI::Range(0, 1024));
+  AddWorkerTransportFlags(cmd, o->transport);
   cmd->add_option("--decode-threads", o->decode_threads, "Threads (and cores) per decode worker")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--worker-restarts", o->worker_restarts,
