@@ -1,16 +1,39 @@
 #include "core/thread_pool.h"
 
+#include <chrono>
+
 #include "core/status.h"
 
 namespace cleave {
 namespace {
-constexpr int kSpinIterations = 1 << 14;
+
+// How long a waiting thread (a worker between sections, or the caller at the join) spins before
+// it blocks on a futex. Long enough to cover the serial gap between two kernels of one forward
+// pass (so they do not each pay a wake-up, ~5-20 us), short enough that on an oversubscribed
+// machine a spinner gives its core back to the thread it waits for almost at once.
+constexpr auto kSpinBudget = std::chrono::microseconds(20);
+// Pauses between clock reads while spinning.
+constexpr int kPausesPerCheck = 32;
 
 inline void CpuRelax() {
 #if defined(__x86_64__)
   __builtin_ia32_pause();
 #endif
 }
+
+// Spins until done() or the spin budget runs out; returns done().
+template <typename Done>
+bool SpinUntil(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinBudget;
+  for (;;) {
+    for (int i = 0; i < kPausesPerCheck; ++i) {
+      if (done()) return true;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -20,7 +43,7 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
@@ -33,10 +56,19 @@ void ThreadPool::RunImpl(Thunk thunk, void* ctx) {
   thunk_ = thunk;
   ctx_ = ctx;
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  // seq_cst pairs with the worker's sleeping_workers_ increment before it blocks: either we
+  // see it and notify, or it sees the new generation and does not block.
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
   thunk(ctx, 0, num_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+
+  if (SpinUntil([&] { return pending_.load(std::memory_order_acquire) == 0; })) return;
+  caller_sleeping_.store(true, std::memory_order_seq_cst);
+  for (int left = pending_.load(std::memory_order_seq_cst); left != 0;
+       left = pending_.load(std::memory_order_seq_cst)) {
+    pending_.wait(left, std::memory_order_seq_cst);
+  }
+  caller_sleeping_.store(false, std::memory_order_relaxed);
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -44,20 +76,24 @@ void ThreadPool::WorkerLoop(int index) {
   // could skip a Run() that started before this thread did.
   uint32_t seen = 0;
   for (;;) {
-    uint32_t now = seen;
-    for (int spin = 0; spin < kSpinIterations; ++spin) {
-      now = generation_.load(std::memory_order_acquire);
-      if (now != seen) break;
-      CpuRelax();
+    if (!SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+      sleeping_workers_.fetch_add(1, std::memory_order_seq_cst);
+      // wait() re-checks the value before blocking, so a Run() that bumped the generation
+      // before our increment was seen is not missed.
+      while (generation_.load(std::memory_order_seq_cst) == seen) {
+        generation_.wait(seen, std::memory_order_seq_cst);
+      }
+      sleeping_workers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    while (now == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
-      now = generation_.load(std::memory_order_acquire);
-    }
-    seen = now;
+    seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
     thunk_(ctx_, index, num_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // The last worker wakes the caller if it stopped spinning (seq_cst pairs with its
+    // caller_sleeping_ store before it re-reads pending_).
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        caller_sleeping_.load(std::memory_order_seq_cst)) {
+      pending_.notify_one();
+    }
   }
 }
 

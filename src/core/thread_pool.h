@@ -2,8 +2,11 @@
 //
 // The calling thread takes part as thread 0, so ThreadPool(1) runs everything inline and a
 // pool of N threads starts N-1 workers. Run() is a fork-join: it returns once every thread
-// has finished its share. Workers spin briefly before sleeping on a futex (std::atomic::wait),
-// so the hundreds of small parallel sections in one forward pass do not each pay a wake-up.
+// has finished its share. Workers (between sections) and the caller (at the join) spin for a
+// bounded ~20 us before sleeping on a futex (std::atomic::wait): the hundreds of small parallel
+// sections in one forward pass do not each pay a wake-up, and on an oversubscribed machine a
+// waiting thread soon yields its core to the thread it waits for. Wake-ups are only issued to
+// threads that are actually asleep, so the spinning fast path makes no system calls.
 //
 // Thread-safety: Run() must be called from one thread at a time (the owner of the pool).
 #pragma once
@@ -61,7 +64,9 @@ class ThreadPool {
   Thunk thunk_ = nullptr;
   void* ctx_ = nullptr;
   std::atomic<uint32_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int> pending_{0};               // workers still running the current section
+  std::atomic<int> sleeping_workers_{0};      // workers blocked in generation_.wait()
+  std::atomic<bool> caller_sleeping_{false};  // the caller is blocked in pending_.wait()
   std::atomic<bool> stop_{false};
 };
 
