@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
+#include <cstdio>
 #include <thread>
 
 #include "apps/commands.h"
@@ -37,7 +38,87 @@ struct PlanOptions {
   int top = 10;
   std::string only;  // colocated | alg1 | alg2
   bool json = false;
+  double length_scale = 1.0;
+  std::vector<double> predict_rates;  // non-empty: predict one placement at these rates
+  std::string placement = "colocated";
+  int32_t max_batch_tokens = 2048;
 };
+
+// --placement for --predict-rates on this machine: "colocated" (one mixed instance on every
+// core) or "PpDd" (P prefill + D decode instances, the cores split evenly, as cleave serve
+// --prefill-workers P --decode-workers D does).
+Result<PlanCandidate> LocalPlacement(const PlanOptions& o, int cores) {
+  PlanCandidate c;
+  c.family = "local";
+  c.max_batch_tokens = o.max_batch_tokens;
+  if (o.placement == "colocated") {
+    c.threads_prefill = cores;
+    return c;
+  }
+  int p = 0, d = 0;
+  char pc = 0, dc = 0;
+  if (std::sscanf(o.placement.c_str(), "%d%c%d%c", &p, &pc, &d, &dc) != 4 || pc != 'p' ||
+      dc != 'd' || p < 1 || d < 1 || p + d > cores) {
+    return InvalidArgument("--placement takes colocated or PpDd (e.g. 1p1d) with P + D <= {} cores",
+                           cores);
+  }
+  c.kind = PlanKind::kDisaggregated;
+  c.num_prefill = p;
+  c.num_decode = d;
+  c.threads_prefill = c.threads_decode = cores / (p + d);
+  return c;
+}
+
+int RunPredict(const PlanOptions& o, const PlanSpec& spec) {
+  auto candidate = LocalPlacement(o, spec.cores);
+  if (!candidate.ok()) {
+    fmt::print(stderr, "error: {}\n", candidate.status().message());
+    return 2;
+  }
+  for (int threads : {candidate->threads_prefill, candidate->threads_decode}) {
+    if (threads > 0 && spec.profile.ForThreads(threads) == nullptr) {
+      fmt::print(stderr, "error: {} has no fit for {} threads (cleave profile -t {} --fit FILE)\n",
+                 o.profile, threads, threads);
+      return 1;
+    }
+  }
+  auto predictions = PredictAtRates(spec, *candidate, o.predict_rates, o.num_requests);
+  if (!predictions.ok()) {
+    fmt::print(stderr, "error: {}\n", predictions.status().message());
+    return 1;
+  }
+  if (o.json) {
+    nlohmann::json out = {{"placement", candidate->Describe()},
+                          {"workload", o.workload},
+                          {"length_scale", o.length_scale},
+                          {"ttft_s", o.ttft_s},
+                          {"tpot_s", o.tpot_s},
+                          {"rates", nlohmann::json::array()}};
+    for (const RatePrediction& p : *predictions) {
+      out["rates"].push_back({{"rate_rps", p.rate_rps},
+                              {"attainment", p.attainment},
+                              {"p50_ttft_s", p.p50_ttft_s},
+                              {"p90_ttft_s", p.p90_ttft_s},
+                              {"p50_tpot_s", p.p50_tpot_s},
+                              {"p90_tpot_s", p.p90_tpot_s},
+                              {"num_requests", p.num_requests}});
+    }
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("predicted: {}; workload {} (x{}); SLO TTFT {} s, TPOT {} s; {} requests per rate\n",
+             candidate->Describe(), o.workload, o.length_scale, o.ttft_s, o.tpot_s,
+             o.num_requests);
+  fmt::print("| {:>8} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} |\n", "req/s", "attainment",
+             "p50 TTFT", "p90 TTFT", "p50 TPOT", "p90 TPOT");
+  fmt::print("|-{:->8}-|-{:->10}-|-{:->9}-|-{:->9}-|-{:->9}-|-{:->9}-|\n", "", "", "", "", "", "");
+  for (const RatePrediction& p : *predictions) {
+    fmt::print("| {:>8.3f} | {:>9.1f}% | {:>8.3f}s | {:>8.3f}s | {:>7.1f}ms | {:>7.1f}ms |\n",
+               p.rate_rps, 100 * p.attainment, p.p50_ttft_s, p.p90_ttft_s, 1e3 * p.p50_tpot_s,
+               1e3 * p.p90_tpot_s);
+  }
+  return 0;
+}
 
 std::string ServeCommand(const PlanOptions& o, const PlanCandidate& c, int64_t kv_tokens) {
   std::string model = o.model.empty() ? "" : fmt::format(" -m {}", o.model);
@@ -105,13 +186,20 @@ int RunPlan(const PlanOptions& o) {
     spec.gpus_per_node = o.gpus_per_node;
     max_context = spec.shape.max_context;
   }
-  auto workload = LoadPlanWorkload(o.workload, 1000, o.seed, max_context);
+  auto workload = LoadPlanWorkload(o.workload, 1000, o.seed, max_context, o.length_scale);
   if (!workload.ok()) {
     fmt::print(stderr, "error: {}\n", workload.status().message());
     return 1;
   }
   spec.workload = *workload;
   spec.workload.arrivals = bench::MakeArrivalSpec(1.0, o.burstiness, false);
+  if (!o.predict_rates.empty()) {
+    if (!spec.local) {
+      fmt::print(stderr, "error: --predict-rates needs --hardware local --profile FILE\n");
+      return 2;
+    }
+    return RunPredict(o, spec);
+  }
 
   auto result = SearchPlacements(spec);
   if (!result.ok()) {
@@ -228,6 +316,18 @@ void RegisterPlan(CLI::App& app, int& exit_code) {
   cmd->add_option("--top", o->top, "Rows to print")->check(CLI::Range(1, 100000));
   cmd->add_option("--only", o->only, "Search one family: colocated | alg1 | alg2");
   cmd->add_flag("--json", o->json, "Print JSON instead of the table");
+  cmd->add_option("--length-scale", o->length_scale,
+                  "Multiply the workload's lengths (as cleave bench --length-scale)")
+      ->check(CLI::Range(1e-3, 1e3));
+  cmd->add_option("--predict-rates", o->predict_rates,
+                  "Instead of searching: predict --placement at these request rates (local)")
+      ->delimiter(',');
+  cmd->add_option("--placement", o->placement, "With --predict-rates: colocated | PpDd (e.g. 1p1d)")
+      ->capture_default_str();
+  cmd->add_option("--max-batch-tokens", o->max_batch_tokens,
+                  "With --predict-rates: the engines' step budget (cleave serve's default)")
+      ->check(CLI::Range(16, 1 << 20))
+      ->capture_default_str();
   cmd->callback([o, &exit_code] { exit_code = RunPlan(*o); });
 }
 

@@ -39,10 +39,6 @@ Result<int64_t> IntField(const json& obj, const char* key) {
   return InvalidArgument("field \"{}\" must be a non-negative integer, got {}", key, it->dump());
 }
 
-int64_t ScaleLength(int64_t n, double scale) {
-  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(static_cast<double>(n) * scale)));
-}
-
 // Calls fn(line_number, parsed_object) for each non-blank line of a JSONL file.
 template <typename Fn>
 Status ForEachJsonLine(const std::string& path, const std::string& text, Fn&& fn) {
@@ -71,6 +67,10 @@ int64_t SampleLogNormal(const LogNormalSpec& s, Rng& rng) {
 }
 
 }  // namespace
+
+int64_t ScaleLength(int64_t n, double scale) {
+  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(static_cast<double>(n) * scale)));
+}
 
 Result<int64_t> CharEstimateCounter::Count(std::string_view text) {
   return static_cast<int64_t>((text.size() + 3) / 4);

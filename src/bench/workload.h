@@ -83,6 +83,8 @@ struct LengthPair {
   int64_t output_tokens = 0;
 };
 LengthPair SampleLengths(SyntheticApp app, Rng& rng);
+// max(1, round(n * scale)): how --length-scale shrinks a length.
+int64_t ScaleLength(int64_t n, double scale);
 Result<SyntheticApp> ParseSyntheticApp(std::string_view name);
 
 // Parsers. Each fails with a message naming the file, and the line or entry, that is wrong.

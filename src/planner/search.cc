@@ -19,7 +19,8 @@
 namespace cleave::planner {
 
 Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, uint64_t seed,
-                                      int64_t max_context) {
+                                      int64_t max_context, double length_scale) {
+  if (!(length_scale > 0)) return InvalidArgument("length scale must be > 0");
   if (count < 1) return InvalidArgument("workload needs at least one request");
   PlanWorkload w;
   w.name = spec;
@@ -28,7 +29,8 @@ Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, ui
     bench::Rng rng(seed);
     for (int64_t i = 0; i < count; ++i) {
       bench::LengthPair p = bench::SampleLengths(*app, rng);
-      raw.emplace_back(p.input_tokens, p.output_tokens);
+      raw.emplace_back(bench::ScaleLength(p.input_tokens, length_scale),
+                       bench::ScaleLength(p.output_tokens, length_scale));
     }
   } else {
     std::string source = spec;
@@ -36,6 +38,7 @@ Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, ui
     bench::WorkloadOptions options;
     options.num_prompts = count;
     options.seed = seed;
+    options.length_scale = length_scale;
     bench::CharEstimateCounter counter;
     CLEAVE_ASSIGN_OR_RETURN(auto requests, bench::LoadWorkload(source, options, counter));
     for (const auto& r : requests) raw.emplace_back(r.prompt_tokens, r.output_tokens);
@@ -254,6 +257,42 @@ Result<PlanCandidate> EvaluateCandidate(const PlanSpec& spec, PlanCandidate c) {
   c.mean_transfer_s = g.mean_transfer_s;
   c.num_simulations = g.num_simulations;
   return c;
+}
+
+Result<std::vector<RatePrediction>> PredictAtRates(const PlanSpec& spec,
+                                                   const PlanCandidate& candidate,
+                                                   const std::vector<double>& rates,
+                                                   int64_t num_requests) {
+  if (num_requests < 1) return InvalidArgument("need at least one request per rate");
+  Built built = Build(spec, candidate, Phase::kJoint);
+  std::vector<RatePrediction> out;
+  for (double rate : rates) {
+    if (!(rate > 0)) return InvalidArgument("rates must be > 0, got {}", rate);
+    std::vector<SimRequest> requests = MakeRequests(spec.workload, rate, num_requests, spec.seed);
+    SimOptions options;
+    options.horizon_s = requests.back().arrival_s + 3600;
+    CLEAVE_ASSIGN_OR_RETURN(SimResult r, Simulate(built.cluster, requests, options));
+    RatePrediction p;
+    p.rate_rps = rate;
+    p.num_requests = num_requests;
+    p.attainment = bench::Attainment(r.records, spec.slo);
+    std::vector<double> ttft, tpot;
+    for (const bench::RequestRecord& rec : r.records) {
+      if (!rec.success) continue;
+      ttft.push_back(rec.ttft_s);
+      if (auto t = bench::Tpot(rec)) tpot.push_back(*t);
+    }
+    if (!ttft.empty()) {
+      p.p50_ttft_s = bench::Percentile(ttft, 50);
+      p.p90_ttft_s = bench::Percentile(ttft, 90);
+    }
+    if (!tpot.empty()) {
+      p.p50_tpot_s = bench::Percentile(tpot, 50);
+      p.p90_tpot_s = bench::Percentile(tpot, 90);
+    }
+    out.push_back(p);
+  }
+  return out;
 }
 
 Result<PlanResult> SearchPlacements(const PlanSpec& spec) {

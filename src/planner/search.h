@@ -41,9 +41,10 @@ struct PlanWorkload {
 
 // `spec`: chatbot | code | summarization (bench's synthetic length distributions) or any
 // bench workload spec / file (sharegpt:F, jsonl:F, a .jsonl path), token counts estimated.
-// Lengths are capped so prompt + output <= max_context.
+// Lengths are scaled by length_scale (as `cleave bench --length-scale`) and capped so prompt +
+// output <= max_context.
 Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, uint64_t seed,
-                                      int64_t max_context);
+                                      int64_t max_context, double length_scale = 1.0);
 
 // `count` requests at `rate_rps`: arrival times from bench::ArrivalTimes, lengths cycled.
 std::vector<SimRequest> MakeRequests(const PlanWorkload& workload, double rate_rps, int64_t count,
@@ -111,5 +112,22 @@ Result<PlanResult> SearchPlacements(const PlanSpec& spec);
 
 // Goodput (total requests/s) of one candidate; exposed for tests and `cleave plan --explain`.
 Result<PlanCandidate> EvaluateCandidate(const PlanSpec& spec, PlanCandidate candidate);
+
+// What one candidate does at one offered rate: the simulated counterpart of one `cleave bench
+// --request-rate` run, for checking the planner against measurements.
+struct RatePrediction {
+  double rate_rps = 0;
+  double attainment = 0;  // joint, per request (bench::Attainment)
+  double p50_ttft_s = 0, p90_ttft_s = 0;
+  double p50_tpot_s = 0, p90_tpot_s = 0;
+  int64_t num_requests = 0;
+};
+
+// Simulates `num_requests` requests of spec.workload at each rate (arrivals seeded by spec.seed)
+// on the candidate and scores them against spec.slo.
+Result<std::vector<RatePrediction>> PredictAtRates(const PlanSpec& spec,
+                                                   const PlanCandidate& candidate,
+                                                   const std::vector<double>& rates,
+                                                   int64_t num_requests);
 
 }  // namespace cleave::planner
