@@ -268,7 +268,11 @@ struct Router::Impl {
     t.attempt_base = t.streamed.size();
     t.decode_started = false;
     t.wait_deadline_s = -1;
-    if (++t.attempts > 1) ++migrations;
+    if (++t.attempts > 1) {
+      ++migrations;
+      spdlog::info("request {} migrated ({}; {} tokens streamed so far)", id, t.last_failure,
+                   t.streamed.size());
+    }
     by_wire[t.wire_id] = id;
     ++workers[target]->in_flight;
     add.request_id = t.wire_id;
@@ -296,10 +300,7 @@ struct Router::Impl {
     } else if (t.attempts >= kMaxAttempts) {
       Finish(id, Finished(id, t, FinishReason::kError,
                           fmt::format("{}; gave up after {} attempts", why, t.attempts)));
-    } else if (Dispatch(id, t, box)) {
-      spdlog::info("request {} migrated ({}; {} tokens streamed so far)", id, why,
-                   t.streamed.size());
-    } else {
+    } else if (!Dispatch(id, t, box)) {
       Wait(id, t);
     }
   }
@@ -457,6 +458,7 @@ struct Router::Impl {
     if (t.first_token_s < 0 && !out.token_ids.empty()) t.first_token_s = now;
     out.first_token_time_s = t.first_token_s;
     out.num_prompt_tokens = int32_t(t.request.prompt.size());
+    out.num_cached_tokens = std::min(out.num_cached_tokens, out.num_prompt_tokens);
     t.streamed.insert(t.streamed.end(), out.token_ids.begin(), out.token_ids.end());
     if (m.kv_staged && index == t.prefill && t.decode < 0) {
       Push(std::move(out));

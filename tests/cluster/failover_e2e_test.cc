@@ -1,0 +1,399 @@
+// Failover end to end: the real `cleave serve` with 1 prefill + 1 decode worker under steady
+// streaming load (12 greedy requests of 48 tokens). kill -9 of the decode worker, later of the
+// prefill worker: every stream completes with exactly the colocated greedy text (requests are
+// migrated: prompt + streamed tokens, re-prefilled), the supervisor restarts the dead worker,
+// /health goes from 503 (no decode worker) or "degraded" (no prefill worker; decode workers
+// then run whole requests) back to "ok", /metrics counts migrations and restarts, and at the
+// end every KV block on the workers is free.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "tests/testing/paths.h"
+
+namespace cleave::cluster {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr int kMaxTokens = 48;
+constexpr int kNumRequests = 12;
+
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// `cleave serve` in its own process group (workers included); SIGTERM, then SIGKILL, at the end.
+class Server {
+ public:
+  explicit Server(const std::string& extra_args) {
+    port_ = FreePort();
+    log_ = cleave::testing::TempDir() + "/failover-" + std::to_string(port_) + ".log";
+    const std::string cmd = "exec " + cleave::testing::CleaveBinary() + " serve --port " +
+                            std::to_string(port_) + " -m " + cleave::testing::DefaultModelPath() +
+                            " --kv-cache-tokens 4096 " + extra_args + " >" + log_ + " 2>&1";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      httplib::Client c("127.0.0.1", port_);
+      if (auto res = c.Get("/health"); res && res->status == 200) {
+        ready_ = true;
+        break;
+      }
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  ~Server() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+      std::this_thread::sleep_for(50ms);
+    }
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  bool ready() const { return ready_; }
+  int port() const { return port_; }
+  // The pid of the newest worker of `role` (started or respawned, from the log), or -1.
+  pid_t WorkerPid(const std::string& role) const {
+    std::ifstream in(log_);
+    pid_t pid = -1;
+    for (std::string line; std::getline(in, line);) {
+      for (const std::string verb : {"started ", "respawned "}) {
+        const std::string needle = verb + role + " worker pid ";
+        const size_t at = line.find(needle);
+        if (at != std::string::npos) pid = std::stoi(line.substr(at + needle.size()));
+      }
+    }
+    return pid;
+  }
+  // The most tokens a request had streamed when it was migrated (router log lines), or -1.
+  int MaxStreamedAtMigration() const {
+    std::ifstream in(log_);
+    int most = -1;
+    for (std::string line; std::getline(in, line);) {
+      const size_t at = line.find(" tokens streamed so far");
+      if (at == std::string::npos || line.find("migrated") == std::string::npos) continue;
+      const size_t start = line.rfind(' ', at - 1) + 1;
+      most = std::max(most, std::stoi(line.substr(start, at - start)));
+    }
+    return most;
+  }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+  }
+
+ private:
+  int port_ = 0;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+  std::string log_;
+};
+
+struct Completion {
+  int status = 0;
+  std::string text;
+  std::vector<std::string> tokens;
+  std::string finish_reason;
+  std::string error;
+};
+
+// A streaming greedy completion; `tokens_seen` counts the tokens as they arrive.
+Completion Stream(int port, const std::string& prompt, std::atomic<int>* tokens_seen) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  const json body = {{"prompt", prompt},
+                     {"max_tokens", kMaxTokens},
+                     {"temperature", 0},
+                     {"logprobs", 0},
+                     {"stream", true}};
+  Completion out;
+  std::string buffer;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    buffer.append(data, n);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string event = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      if (event.rfind("data: ", 0) != 0 || event == "data: [DONE]") continue;
+      const json j = json::parse(event.substr(6), nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("error")) {
+        out.error = j.dump();
+        continue;
+      }
+      for (const json& choice : j["choices"]) {
+        out.text += choice["text"].get<std::string>();
+        if (choice["logprobs"].is_object()) {
+          for (const json& t : choice["logprobs"]["tokens"]) {
+            out.tokens.push_back(t.get<std::string>());
+            if (tokens_seen) ++*tokens_seen;
+          }
+        }
+        if (!choice["finish_reason"].is_null()) out.finish_reason = choice["finish_reason"];
+      }
+    }
+    return true;
+  };
+  auto res = c.send(req);
+  if (!res) {
+    out.error = "no response";
+    return out;
+  }
+  out.status = res->status;
+  if (res->status != 200) out.error = buffer + res->body;
+  return out;
+}
+
+std::vector<std::string> Prompts() {
+  const std::vector<std::string> seeds = {
+      "The capital of France is",
+      "Write a short poem about the sea.",
+      "List three uses of a paperclip:",
+      "def fibonacci(n):",
+      "In 1969, the first humans landed on the Moon. The mission was called",
+      "Explain in simple words why the sky is blue, as if talking to a curious child who keeps "
+      "asking why after every answer you give, and make it fun.",
+  };
+  std::vector<std::string> prompts;
+  for (int i = 0; i < kNumRequests; ++i) {
+    prompts.push_back(i < int(seeds.size())
+                          ? seeds[i]
+                          : seeds[i % seeds.size()] + " (" + std::to_string(i) + ")");
+  }
+  return prompts;
+}
+
+// Runs the load; calls `fault` once `kill_after_tokens` tokens were streamed in total.
+std::vector<Completion> RunLoad(int port, int kill_after_tokens,
+                                const std::function<void()>& fault) {
+  const std::vector<std::string> prompts = Prompts();
+  std::atomic<int> tokens_seen{0};
+  std::vector<Completion> out(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] { out[i] = Stream(port, prompts[i], &tokens_seen); });
+  }
+  if (fault) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (tokens_seen < kill_after_tokens && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    fault();
+  }
+  for (std::thread& t : threads) t.join();
+  return out;
+}
+
+// Polls /health every 50 ms in the background, recording each distinct state in order.
+class HealthWatch {
+ public:
+  explicit HealthWatch(int port) : port_(port), thread_([this] { Run(); }) {}
+  ~HealthWatch() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::vector<std::string> states() {
+    std::lock_guard lock(mu_);
+    return states_;
+  }
+
+ private:
+  void Run() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(5, 0);
+    while (!stop_) {
+      std::string state = "no response";
+      if (auto res = c.Get("/health")) {
+        const json j = json::parse(res->body, nullptr, false);
+        state = std::to_string(res->status) + " " +
+                (j.is_object() && j.contains("status") ? j["status"].get<std::string>() : "?");
+      }
+      {
+        std::lock_guard lock(mu_);
+        if (states_.empty() || states_.back() != state) states_.push_back(state);
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  int port_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::string> states_;
+  std::thread thread_;
+};
+
+json Health(int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Get("/health");
+  if (!res) return json();
+  json j = json::parse(res->body, nullptr, false);
+  j["http_status"] = res->status;
+  return j;
+}
+
+bool WaitHealthOk(int port, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const json h = Health(port);
+    if (h.is_object() && h.value("status", "") == "ok") return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+double Metric(int port, const std::string& name) {
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Get("/metrics");
+  if (!res) return -1;
+  std::istringstream in(res->body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + "{", 0) == 0) return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+void ExpectSameAsReference(const std::vector<Completion>& want, const std::vector<Completion>& got,
+                           const std::string& what) {
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(want[i].status, 200) << want[i].error;
+    EXPECT_EQ(got[i].status, 200) << what << " request " << i << ": " << got[i].error;
+    EXPECT_TRUE(got[i].error.empty()) << what << " request " << i << ": " << got[i].error;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << what << " request " << i;
+    EXPECT_EQ(got[i].text, want[i].text) << what << " request " << i;
+    EXPECT_EQ(got[i].finish_reason, want[i].finish_reason) << what << " request " << i;
+  }
+}
+
+class FailoverE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(cleave::testing::CleaveBinary())) GTEST_SKIP() << "cleave binary not built";
+    if (cleave::testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model not installed";
+  }
+};
+
+TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
+  std::vector<Completion> ref;
+  {
+    Server colocated("--threads 1");
+    ASSERT_TRUE(colocated.ready()) << colocated.log();
+    ref = RunLoad(colocated.port(), 0, nullptr);
+  }
+  int num_long = 0;
+  for (const Completion& c : ref) {
+    ASSERT_EQ(c.status, 200) << c.error;
+    num_long += c.tokens.size() == size_t(kMaxTokens);
+  }
+  ASSERT_GE(num_long, kNumRequests / 2) << "most references must run many decode steps";
+
+  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  const int port = disagg.port();
+  {
+    const json h = Health(port);
+    EXPECT_EQ(h.value("status", ""), "ok") << h.dump();
+    ASSERT_EQ(h["workers"].size(), 2u) << h.dump();
+  }
+
+  // 1. The decode worker dies mid-stream (about a quarter of the tokens streamed).
+  const pid_t decode_pid = disagg.WorkerPid("decode");
+  ASSERT_GT(decode_pid, 0) << disagg.log();
+  HealthWatch watch_decode(port);
+  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4,
+                                        [&] { ASSERT_EQ(::kill(decode_pid, SIGKILL), 0); });
+  ExpectSameAsReference(ref, got, "decode worker killed");
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  watch_decode.Stop();
+  {
+    const std::vector<std::string> states = watch_decode.states();
+    ASSERT_GE(states.size(), 2u);
+    EXPECT_EQ(states.front(), "200 ok");
+    EXPECT_NE(std::find(states.begin(), states.end(), "503 unavailable"), states.end())
+        << "no decode worker left must read 503";
+    EXPECT_EQ(states.back(), "200 ok");
+  }
+  EXPECT_GT(Metric(port, "cleave:migrations_total"), 0) << disagg.log();
+  // Some request had streamed tokens when its worker died: its continuation was re-prefilled
+  // with them, and its text still matched.
+  EXPECT_GT(disagg.MaxStreamedAtMigration(), 1) << disagg.log();
+  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
+  const pid_t new_decode_pid = disagg.WorkerPid("decode");
+  EXPECT_GT(new_decode_pid, 0);
+  EXPECT_NE(new_decode_pid, decode_pid);
+
+  // 2. The prefill worker dies while prompts are being prefilled: its requests run whole on the
+  // decode worker (degraded), then the restarted prefill worker takes prompts again.
+  const pid_t prefill_pid = disagg.WorkerPid("prefill");
+  ASSERT_GT(prefill_pid, 0);
+  HealthWatch watch_prefill(port);
+  const double migrations_before = Metric(port, "cleave:migrations_total");
+  got = RunLoad(port, 2, [&] { ASSERT_EQ(::kill(prefill_pid, SIGKILL), 0); });
+  ExpectSameAsReference(ref, got, "prefill worker killed");
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  watch_prefill.Stop();
+  {
+    const std::vector<std::string> states = watch_prefill.states();
+    EXPECT_NE(std::find(states.begin(), states.end(), "200 degraded"), states.end())
+        << "a dead prefill worker with a live decode worker reads degraded";
+    EXPECT_EQ(states.back(), "200 ok");
+  }
+  EXPECT_GT(Metric(port, "cleave:migrations_total"), migrations_before) << disagg.log();
+  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 2);
+
+  // 3. Steady state again: the restarted pair serves the load with the same text, and every
+  // KV block on the workers is free afterwards (workers report every 100 ms).
+  ExpectSameAsReference(ref, RunLoad(port, 0, nullptr), "after both restarts");
+  double free_blocks = -1, total = -2;
+  for (int i = 0; i < 50 && free_blocks != total; ++i) {
+    std::this_thread::sleep_for(100ms);
+    free_blocks = Metric(port, "cleave:kv_free_blocks");
+    total = Metric(port, "cleave:kv_total_blocks");
+  }
+  EXPECT_GT(total, 0);
+  EXPECT_EQ(free_blocks, total) << disagg.log();
+}
+
+}  // namespace
+}  // namespace cleave::cluster
