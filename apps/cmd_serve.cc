@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "cluster/join.h"
 #include "cluster/local_cluster.h"
 #include "engine/model_executor.h"
 #include "kernels/cpu/dispatch.h"
@@ -56,6 +57,7 @@ struct ServeOptions {
   int32_t worker_restarts = 5;  // per worker per minute; 0: a dead worker stays dead
   int32_t local_prefill_max_tokens = 0;
   WorkerTransportFlags transport;  // passed on to the workers
+  std::string accept_workers;      // HOST:PORT for `cleave worker --join` (no local workers)
 };
 
 constexpr int32_t kBlockSize = 16;
@@ -185,6 +187,7 @@ int RunServe(const ServeOptions& o) {
   // Colocated in this process (the default), or a router in front of worker processes.
   std::unique_ptr<ModelExecutor> executor;
   std::unique_ptr<cluster::LocalCluster> cluster;
+  std::unique_ptr<cluster::JoinedCluster> joined;
   std::unique_ptr<server::EngineService> service_ptr;
   if (o.prefill_workers + o.decode_workers + o.mixed_workers > 0) {
     cluster::LocalClusterConfig cc;
@@ -219,6 +222,16 @@ int RunServe(const ServeOptions& o) {
     }
     cluster = std::move(*started);
     service_ptr = std::make_unique<server::EngineService>(sc, &cluster->router(), &metrics);
+  } else if (!o.accept_workers.empty()) {
+    Result<std::unique_ptr<cluster::JoinedCluster>> started = StartJoinedCluster(o.accept_workers);
+    if (!started.ok()) {
+      spdlog::error("{}", started.status().message());
+      http_server.Stop();
+      serve_thread.join();
+      return 1;
+    }
+    joined = std::move(*started);
+    service_ptr = std::make_unique<server::EngineService>(sc, &joined->router(), &metrics);
   } else {
     executor = std::make_unique<ModelExecutor>(model, static_cast<int32_t>(num_blocks), kBlockSize,
                                                threads, kv_dtype);
@@ -257,6 +270,7 @@ int RunServe(const ServeOptions& o) {
   serve_thread.join();
   service.Shutdown();
   if (cluster) cluster->Stop();
+  if (joined) joined->Stop();
   spdlog::info("stopped");
   return 0;
 }
@@ -324,6 +338,9 @@ void RegisterServe(CLI::App& app, int& exit_code) {
                   "Restarts of a dead worker within a minute before giving up (0: none; "
                   "default 5)")
       ->check(CLI::Range(0, 1000));
+  cmd->add_option("--accept-workers", o->accept_workers,
+                  "HOST:PORT where workers on other hosts register (cleave worker --join); "
+                  "without local workers, serve waits for the first (CLEAVE_CLUSTER_SECRET)");
   cmd->add_option("--local-prefill-max-tokens", o->local_prefill_max_tokens,
                   "Disaggregated: prompts shorter than this are prefilled on the decode worker "
                   "(default 0: never)")

@@ -10,11 +10,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <random>
 #include <thread>
 
 #include "apps/commands.h"
+#include "cluster/join.h"
 #include "cluster/transport.h"
 #include "cluster/worker.h"
 #include "engine/model_executor.h"
@@ -37,11 +39,40 @@ struct WorkerOptions {
   bool no_prefix_caching = false;
   int32_t max_staged_blocks = 0;
   WorkerTransportFlags transport;
+  std::string join;       // HOST:PORT of a frontend's --accept-workers
+  std::string advertise;  // host the others reach this worker at (default: the listen host)
   int ready_fd = -1;
 };
 
 constexpr int32_t kBlockSize = 16;
 constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
+
+const char* ClusterSecret() {
+  const char* secret = std::getenv("CLEAVE_CLUSTER_SECRET");
+  if (secret == nullptr || std::string(secret).size() < 16) return nullptr;
+  return secret;
+}
+
+// Registers with the frontend, retrying while it cannot be reached (it may start later).
+Status Join(const WorkerOptions& o, const cluster::WorkerConfig& config, cluster::Worker& worker) {
+  CLEAVE_ASSIGN_OR_RETURN(auto frontend, cluster::ParseHostPort(o.join));
+  cluster::WorkerEndpoint advertised{o.advertise.empty() ? config.host : o.advertise,
+                                     worker.port()};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (true) {
+    Status s = cluster::JoinCluster(frontend.first, frontend.second, config.secret, config.role,
+                                    worker.layout(), advertised);
+    if (s.ok()) {
+      spdlog::info("joined the frontend at {}", o.join);
+      return s;
+    }
+    if (s.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() > deadline) {
+      return s;
+    }
+    spdlog::info("frontend at {} not reachable yet ({}); retrying", o.join, s.message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
 
 int RunWorker(const WorkerOptions& o) {
   sigset_t signals;
@@ -59,8 +90,8 @@ int RunWorker(const WorkerOptions& o) {
   } else {
     config.role = cluster::WorkerRole::kMixed;
   }
-  const char* secret = std::getenv("CLEAVE_CLUSTER_SECRET");
-  if (secret == nullptr || std::string(secret).size() < 16) {
+  const char* secret = ClusterSecret();
+  if (secret == nullptr) {
     fmt::print(stderr, "error: set CLEAVE_CLUSTER_SECRET (at least 16 characters) for the peers\n");
     return 1;
   }
@@ -127,6 +158,13 @@ int RunWorker(const WorkerOptions& o) {
   }
   spdlog::info("{} worker listening on {}:{} ({} KV blocks, {} threads)", o.role, config.host,
                worker.port(), num_blocks, threads);
+  if (!o.join.empty()) {
+    if (Status s = Join(o, config, worker); !s.ok()) {
+      fmt::print(stderr, "error: --join {}: {}\n", o.join, s.message());
+      worker.Stop();
+      return 1;
+    }
+  }
   if (o.ready_fd >= 0) {
     const std::string line = fmt::format("{}\n", worker.port());
     if (::write(o.ready_fd, line.data(), line.size()) != ssize_t(line.size())) return 1;
@@ -139,6 +177,21 @@ int RunWorker(const WorkerOptions& o) {
 }
 
 }  // namespace
+
+Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address) {
+  const char* secret = ClusterSecret();
+  if (secret == nullptr) {
+    return InvalidArgument(
+        "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on the "
+        "workers");
+  }
+  CLEAVE_ASSIGN_OR_RETURN(auto listen, cluster::ParseHostPort(address));
+  cluster::RouterConfig rc;
+  rc.secret = secret;
+  rc.wait_for_worker_s = 30;  // a request waits for a missing role to join
+  return cluster::JoinedCluster::Start(listen.first, listen.second, std::move(rc),
+                                       /*first_timeout_s=*/600);
+}
 
 void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags) {
   cmd->add_option("--kv-transfer-timeout-s", flags.kv_transfer_timeout_s,
@@ -176,6 +229,11 @@ void RegisterWorker(CLI::App& app, int& exit_code) {
                   "the KV cache size)")
       ->check(CLI::Range(0, 1 << 24));
   AddWorkerTransportFlags(cmd, o->transport);
+  cmd->add_option("--join", o->join,
+                  "HOST:PORT of a frontend started with --accept-workers: register with it");
+  cmd->add_option("--advertise", o->advertise,
+                  "With --join: the host others reach this worker at (default: the --listen "
+                  "host, or this host's address towards the frontend if that is 0.0.0.0)");
   cmd->add_option("--ready-fd", o->ready_fd, "Write the port to this fd when ready (supervisor)");
   cmd->callback([o, &exit_code] { exit_code = RunWorker(*o); });
 }

@@ -4,8 +4,15 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "core/status.h"
+
+namespace cleave::cluster {
+class JoinedCluster;
+}
 
 namespace cleave::app {
 
@@ -26,5 +33,9 @@ struct WorkerTransportFlags {
 };
 void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags);
 std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);
+// `cleave serve --accept-workers HOST:PORT` with no local workers: the router is made of the
+// workers that register (`cleave worker --join`), authenticated with CLEAVE_CLUSTER_SECRET.
+// Waits for the first registration. Defined in cmd_worker.cc.
+Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address);
 
 }  // namespace cleave::app

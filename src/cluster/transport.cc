@@ -155,6 +155,22 @@ Result<Frame> TcpConnection::Recv() {
   return frame;
 }
 
+std::string TcpConnection::local_host() const {
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "";
+  char buf[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &addr.sin_addr, buf, sizeof(buf));
+  return buf;
+}
+
+void TcpConnection::set_recv_timeout_ms(int timeout_ms) {
+  timeval tv{};
+  tv.tv_sec = timeout_ms / 1000;
+  tv.tv_usec = (timeout_ms % 1000) * 1000;
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 void TcpConnection::Close() {
   if (closed_.exchange(true)) return;
   ::shutdown(fd_, SHUT_RDWR);

@@ -43,6 +43,11 @@ class TcpConnection : public Connection {
   Result<Frame> Recv() override;
   void Close() override;
   std::string peer() const override { return peer_; }
+  // This end's IPv4 address (getsockname), e.g. the address a host is reached at on the route
+  // to the peer; "" on error.
+  std::string local_host() const;
+  // A Recv that waits longer than this fails with Unavailable (0: wait forever, the default).
+  void set_recv_timeout_ms(int timeout_ms);
 
  private:
   int fd_;

@@ -363,6 +363,20 @@ Frame Encode(const KvDoneMsg& m) {
   return MakeFrame(MessageType::kKvDone, w);
 }
 
+Frame Encode(const JoinMsg& m) {
+  Writer w;
+  w.String(m.host);
+  w.U16(m.port);
+  return MakeFrame(MessageType::kJoin, w);
+}
+
+Frame Encode(const JoinAckMsg& m) {
+  Writer w;
+  w.U8(m.ok);
+  w.String(m.error);
+  return MakeFrame(MessageType::kJoinAck, w);
+}
+
 Frame Encode(const HeartbeatMsg& m) {
   Writer w;
   const WorkerStats& s = m.stats;
@@ -507,6 +521,27 @@ Result<KvDoneMsg> DecodeKvDone(const Frame& f) {
   m.ok = r.Bool();
   m.error = r.String();
   CLEAVE_RETURN_IF_ERROR(r.Finish("kv-done"));
+  return m;
+}
+
+Result<JoinMsg> DecodeJoin(const Frame& f) {
+  CLEAVE_RETURN_IF_ERROR(ExpectType(f, MessageType::kJoin));
+  Reader r(f.payload);
+  JoinMsg m;
+  m.host = r.String();
+  m.port = r.U16();
+  CLEAVE_RETURN_IF_ERROR(r.Finish("join"));
+  if (m.host.empty() || m.port == 0) return InvalidArgument("join: empty host or port 0");
+  return m;
+}
+
+Result<JoinAckMsg> DecodeJoinAck(const Frame& f) {
+  CLEAVE_RETURN_IF_ERROR(ExpectType(f, MessageType::kJoinAck));
+  Reader r(f.payload);
+  JoinAckMsg m;
+  m.ok = r.Bool();
+  m.error = r.String();
+  CLEAVE_RETURN_IF_ERROR(r.Finish("join-ack"));
   return m;
 }
 

@@ -41,8 +41,10 @@ enum class MessageType : uint16_t {
   kKvBlock = 8,      // prefill -> decode worker: one layer of one block, K then V
   kKvDone = 9,       // prefill -> decode worker: all blocks sent (or the transfer failed)
   kHeartbeat = 10,   // both ways; worker -> router carries its stats
+  kJoin = 11,        // worker -> frontend (cleave worker --join): the address to connect to
+  kJoinAck = 12,     // frontend -> worker: adopted, or why not
 };
-constexpr uint16_t kMaxMessageType = 10;
+constexpr uint16_t kMaxMessageType = 12;
 
 enum class WorkerRole : uint8_t { kRouter = 0, kPrefill = 1, kDecode = 2, kMixed = 3 };
 std::string_view WorkerRoleName(WorkerRole role);
@@ -152,6 +154,16 @@ struct HeartbeatMsg {
   WorkerStats stats;
 };
 
+struct JoinMsg {
+  std::string host;  // where the router and the other workers reach this worker
+  uint16_t port = 0;
+};
+
+struct JoinAckMsg {
+  bool ok = false;
+  std::string error;
+};
+
 Frame Encode(const ChallengeMsg& m);
 Frame Encode(const HelloMsg& m);
 Frame Encode(const HelloAckMsg& m);
@@ -162,6 +174,8 @@ Frame Encode(const KvPullMsg& m);
 Frame Encode(const KvBlockMsg& m);
 Frame Encode(const KvDoneMsg& m);
 Frame Encode(const HeartbeatMsg& m);
+Frame Encode(const JoinMsg& m);
+Frame Encode(const JoinAckMsg& m);
 // A KvBlock frame straight from the cache's bytes (no intermediate vector).
 Frame EncodeKvBlock(uint64_t request_id, uint32_t layer, uint32_t block_index,
                     std::span<const uint8_t> k, std::span<const uint8_t> v);
@@ -177,6 +191,8 @@ Result<KvPullMsg> DecodeKvPull(const Frame& f);
 Result<KvBlockMsg> DecodeKvBlock(const Frame& f);
 Result<KvDoneMsg> DecodeKvDone(const Frame& f);
 Result<HeartbeatMsg> DecodeHeartbeat(const Frame& f);
+Result<JoinMsg> DecodeJoin(const Frame& f);
+Result<JoinAckMsg> DecodeJoinAck(const Frame& f);
 
 // Peer authentication: HMAC-SHA256(secret, "cleave-hello-v1" || nonce || role).
 std::array<uint8_t, 32> HelloMac(std::string_view secret, const std::array<uint8_t, 32>& nonce,
