@@ -14,7 +14,8 @@ CMAKE_ARGS=${CMAKE_ARGS:-}
 # --- Debian packages -----------------------------------------------------------------------
 debs=(build-essential cmake ninja-build pkg-config git python3 python3-venv python3-pip
       libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
-      libfmt-dev libspdlog-dev libcpp-httplib-dev libssl-dev clang clang-format libclang-rt-dev)
+      libfmt-dev libspdlog-dev libcpp-httplib-dev libssl-dev clang clang-format libclang-rt-dev
+      iproute2)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
