@@ -141,6 +141,33 @@ class FieldReader {
   ApiError error_;
 };
 
+// The request fields both endpoints accept (ReadCommon and ReadLengths read them), plus `extra`.
+std::set<std::string_view> WithCommonFields(std::initializer_list<std::string_view> extra) {
+  std::set<std::string_view> known = {"model",
+                                      "max_tokens",
+                                      "temperature",
+                                      "top_p",
+                                      "top_k",
+                                      "min_p",
+                                      "n",
+                                      "stop",
+                                      "seed",
+                                      "presence_penalty",
+                                      "frequency_penalty",
+                                      "repetition_penalty",
+                                      "logit_bias",
+                                      "logprobs",
+                                      "ignore_eos",
+                                      "min_tokens",
+                                      "stream",
+                                      "stream_options",
+                                      "user",
+                                      "stop_token_ids",
+                                      "skip_special_tokens"};
+  known.insert(extra.begin(), extra.end());
+  return known;
+}
+
 ApiError CheckKnownFields(const json& body, const std::set<std::string_view>& known) {
   std::vector<std::string> unknown;
   for (auto it = body.begin(); it != body.end(); ++it) {
@@ -464,33 +491,9 @@ ApiError ParseChatRequest(const json& body, const ProtocolLimits& limits, ApiReq
   *out = ApiRequest{};
   out->kind = ApiKind::kChat;
   if (!body.is_object()) return BadRequest("The request body must be a JSON object.");
-  static const std::set<std::string_view> kKnown = {"model",
-                                                    "messages",
-                                                    "max_tokens",
-                                                    "max_completion_tokens",
-                                                    "temperature",
-                                                    "top_p",
-                                                    "top_k",
-                                                    "min_p",
-                                                    "n",
-                                                    "stop",
-                                                    "seed",
-                                                    "presence_penalty",
-                                                    "frequency_penalty",
-                                                    "repetition_penalty",
-                                                    "logit_bias",
-                                                    "logprobs",
-                                                    "top_logprobs",
-                                                    "ignore_eos",
-                                                    "min_tokens",
-                                                    "stream",
-                                                    "stream_options",
-                                                    "user",
-                                                    "stop_token_ids",
-                                                    "skip_special_tokens",
-                                                    "add_generation_prompt",
-                                                    "chat_template_kwargs",
-                                                    "response_format"};
+  static const std::set<std::string_view> kKnown =
+      WithCommonFields({"messages", "max_completion_tokens", "top_logprobs",
+                        "add_generation_prompt", "chat_template_kwargs", "response_format"});
   ApiError e = CheckKnownFields(body, kKnown);
   if (!e.ok()) return e;
   if (!body.contains("messages")) return BadRequest("'messages' is required.", "messages");
@@ -530,30 +533,8 @@ ApiError ParseCompletionRequest(const json& body, const ProtocolLimits& limits, 
   *out = ApiRequest{};
   out->kind = ApiKind::kCompletion;
   if (!body.is_object()) return BadRequest("The request body must be a JSON object.");
-  static const std::set<std::string_view> kKnown = {"model",
-                                                    "prompt",
-                                                    "max_tokens",
-                                                    "temperature",
-                                                    "top_p",
-                                                    "top_k",
-                                                    "min_p",
-                                                    "n",
-                                                    "stop",
-                                                    "seed",
-                                                    "presence_penalty",
-                                                    "frequency_penalty",
-                                                    "repetition_penalty",
-                                                    "logit_bias",
-                                                    "logprobs",
-                                                    "echo",
-                                                    "ignore_eos",
-                                                    "min_tokens",
-                                                    "stream",
-                                                    "stream_options",
-                                                    "user",
-                                                    "stop_token_ids",
-                                                    "skip_special_tokens",
-                                                    "add_special_tokens"};
+  static const std::set<std::string_view> kKnown =
+      WithCommonFields({"prompt", "echo", "add_special_tokens"});
   ApiError e = CheckKnownFields(body, kKnown);
   if (!e.ok()) return e;
   if (!body.contains("prompt") || body.at("prompt").is_null()) {
