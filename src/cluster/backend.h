@@ -32,6 +32,12 @@ struct ClusterStatus {
   int64_t worker_restarts = 0;        // dead workers replaced
   uint64_t kv_transfer_bytes = 0;     // KV bytes received by decode workers
   std::map<std::string, int64_t> kv_transfer_failures;  // by reason
+  // Durations of completed KV transfers (decode workers' reports), in seconds: counts per
+  // bucket of kv_transfer_bounds_s (not cumulative; one more for +Inf), their sum and count.
+  std::vector<double> kv_transfer_bounds_s;
+  std::vector<uint64_t> kv_transfer_bucket_counts;
+  double kv_transfer_sum_s = 0;
+  uint64_t kv_transfer_count = 0;
 };
 
 class Backend {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <limits>
@@ -23,6 +24,17 @@ constexpr double kWorkerSilenceLimitS = 10.0;
 // Attempts per request (the first included); a request that keeps killing workers, or whose
 // KV transfer keeps failing, ends with an error instead of going round forever.
 constexpr int32_t kMaxAttempts = 4;
+// Upper bounds of the KV transfer latency histogram, seconds.
+constexpr std::array<double, 14> kKvTransferBoundsS = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+
+// The failure reason label of a decode worker's "KV transfer failed: ..." message.
+std::string TransferFailureReason(const std::string& error) {
+  if (error.find("stalled") != std::string::npos) return "timeout";
+  if (error.find("lost") != std::string::npos || error.find("cannot reach") != std::string::npos)
+    return "connection";
+  return "transfer_error";
+}
 
 uint64_t Mix(uint64_t h) {  // splitmix64's finalizer
   h ^= h >> 30;
@@ -158,6 +170,9 @@ struct Router::Impl {
   int64_t migrations = 0;
   int64_t restarts = 0;
   std::map<std::string, int64_t> transfer_failures;
+  std::array<uint64_t, kKvTransferBoundsS.size() + 1> transfer_buckets{};
+  double transfer_sum_s = 0;
+  uint64_t transfer_count = 0;
   std::string last_death;  // "the decode worker at host:port died", for error messages
   bool shut_down = false;
 
@@ -440,11 +455,21 @@ struct Router::Impl {
     Tracked& t = tracked.at(id);
     if (index != t.prefill && index != t.decode && index != t.full) return;
     RequestOutput out = std::move(m.output);
+    if (m.kv_transfer_us > 0) {
+      const double s = double(m.kv_transfer_us) * 1e-6;
+      const size_t b =
+          size_t(std::lower_bound(kKvTransferBoundsS.begin(), kKvTransferBoundsS.end(), s) -
+                 kKvTransferBoundsS.begin());
+      ++transfer_buckets[b];
+      transfer_sum_s += s;
+      ++transfer_count;
+    }
     if (index == t.decode && !t.decode_started && out.finished &&
         out.finish_reason == FinishReason::kError && out.token_ids.empty()) {
-      // The decode worker could not get the KV (the prefill worker died or the transfer
-      // broke): prefill again.
-      ++transfer_failures["pull_failed"];
+      // The decode worker could not get the KV (the prefill worker died, the transfer broke or
+      // stalled; m.kv_transfer_failed says so, but a decode attempt that failed before its
+      // first token generated nothing either way): prefill again.
+      ++transfer_failures[TransferFailureReason(out.error)];
       Retry(id, -1,
             fmt::format("the KV transfer to the decode worker at {} failed: {}", w.address(),
                         out.error),
@@ -755,6 +780,11 @@ ClusterStatus Router::cluster_status() const {
   s.migrations = impl_->migrations;
   s.worker_restarts = impl_->restarts;
   s.kv_transfer_failures = impl_->transfer_failures;
+  s.kv_transfer_bounds_s.assign(kKvTransferBoundsS.begin(), kKvTransferBoundsS.end());
+  s.kv_transfer_bucket_counts.assign(impl_->transfer_buckets.begin(),
+                                     impl_->transfer_buckets.end());
+  s.kv_transfer_sum_s = impl_->transfer_sum_s;
+  s.kv_transfer_count = impl_->transfer_count;
   return s;
 }
 

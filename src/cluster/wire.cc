@@ -323,6 +323,7 @@ Frame Encode(const TokenOutputMsg& m) {
   w.String(o.error);
   w.I32(o.num_prompt_tokens);
   w.I32(o.num_cached_tokens);
+  w.U32(m.kv_transfer_us);
   return MakeFrame(MessageType::kTokenOutput, w);
 }
 
@@ -336,6 +337,8 @@ Frame Encode(const KvPullMsg& m) {
   Writer w;
   w.U64(m.request_id);
   w.U32(m.num_blocks);
+  w.U32(static_cast<uint32_t>(m.block_ids.size()));
+  for (uint32_t id : m.block_ids) w.U32(id);
   return MakeFrame(MessageType::kKvPull, w);
 }
 
@@ -361,6 +364,21 @@ Frame Encode(const KvDoneMsg& m) {
   w.U8(m.ok);
   w.String(m.error);
   return MakeFrame(MessageType::kKvDone, w);
+}
+
+Frame Encode(const ShmOfferMsg& m) {
+  Writer w;
+  w.String(m.socket_name);
+  w.Bytes(m.token);
+  w.U64(m.region_bytes);
+  return MakeFrame(MessageType::kShmOffer, w);
+}
+
+Frame Encode(const ShmAcceptMsg& m) {
+  Writer w;
+  w.U8(m.ok);
+  w.String(m.error);
+  return MakeFrame(MessageType::kShmAccept, w);
 }
 
 Frame Encode(const JoinMsg& m) {
@@ -476,6 +494,7 @@ Result<TokenOutputMsg> DecodeTokenOutput(const Frame& f) {
   o.error = r.String();
   o.num_prompt_tokens = r.I32();
   o.num_cached_tokens = r.I32();
+  m.kv_transfer_us = r.U32();
   CLEAVE_RETURN_IF_ERROR(r.Finish("token-output"));
   return m;
 }
@@ -495,7 +514,16 @@ Result<KvPullMsg> DecodeKvPull(const Frame& f) {
   KvPullMsg m;
   m.request_id = r.U64();
   m.num_blocks = r.U32();
+  const uint32_t num_ids = r.U32();
+  if (r.Fits(num_ids, 4)) {
+    m.block_ids.resize(num_ids);
+    for (uint32_t& id : m.block_ids) id = r.U32();
+  }
   CLEAVE_RETURN_IF_ERROR(r.Finish("kv-pull"));
+  if (!m.block_ids.empty() && m.block_ids.size() != m.num_blocks) {
+    return InvalidArgument("kv-pull: {} block ids for {} blocks", m.block_ids.size(),
+                           m.num_blocks);
+  }
   return m;
 }
 
@@ -521,6 +549,31 @@ Result<KvDoneMsg> DecodeKvDone(const Frame& f) {
   m.ok = r.Bool();
   m.error = r.String();
   CLEAVE_RETURN_IF_ERROR(r.Finish("kv-done"));
+  return m;
+}
+
+Result<ShmOfferMsg> DecodeShmOffer(const Frame& f) {
+  CLEAVE_RETURN_IF_ERROR(ExpectType(f, MessageType::kShmOffer));
+  Reader r(f.payload);
+  ShmOfferMsg m;
+  m.socket_name = r.String();
+  std::span<const uint8_t> token = r.Bytes(32);
+  m.region_bytes = r.U64();
+  CLEAVE_RETURN_IF_ERROR(r.Finish("shm-offer"));
+  std::memcpy(m.token.data(), token.data(), 32);
+  if (m.socket_name.empty() || m.socket_name.size() > 100) {
+    return InvalidArgument("shm-offer: socket name of {} bytes", m.socket_name.size());
+  }
+  return m;
+}
+
+Result<ShmAcceptMsg> DecodeShmAccept(const Frame& f) {
+  CLEAVE_RETURN_IF_ERROR(ExpectType(f, MessageType::kShmAccept));
+  Reader r(f.payload);
+  ShmAcceptMsg m;
+  m.ok = r.Bool();
+  m.error = r.String();
+  CLEAVE_RETURN_IF_ERROR(r.Finish("shm-accept"));
   return m;
 }
 

@@ -26,7 +26,7 @@
 namespace cleave::cluster {
 
 constexpr uint32_t kWireMagic = 0x57564C43;  // bytes "CLVW"
-constexpr uint16_t kWireVersion = 2;
+constexpr uint16_t kWireVersion = 3;
 constexpr size_t kFrameHeaderBytes = 12;
 constexpr uint32_t kMaxPayloadBytes = 64u << 20;
 
@@ -43,8 +43,10 @@ enum class MessageType : uint16_t {
   kHeartbeat = 10,   // both ways; worker -> router carries its stats
   kJoin = 11,        // worker -> frontend (cleave worker --join): the address to connect to
   kJoinAck = 12,     // frontend -> worker: adopted, or why not
+  kShmOffer = 13,    // decode -> prefill worker: fetch my KV cache's memfd (same host)
+  kShmAccept = 14,   // prefill -> decode worker: mapped (later pulls go through it), or not
 };
-constexpr uint16_t kMaxMessageType = 12;
+constexpr uint16_t kMaxMessageType = 14;
 
 enum class WorkerRole : uint8_t { kRouter = 0, kPrefill = 1, kDecode = 2, kMixed = 3 };
 std::string_view WorkerRoleName(WorkerRole role);
@@ -114,6 +116,8 @@ struct TokenOutputMsg {
   // decode worker, with finish_reason kError: the prompt's KV never arrived (cut, stalled or
   // refused transfer); nothing was generated here, so the router may prefill it again.
   bool kv_transfer_failed = false;
+  // decode worker, first output after a pull: microseconds from KvPull sent to the KV complete.
+  uint32_t kv_transfer_us = 0;
   RequestOutput output;  // request_id, times and cached counts are not carried
 };
 
@@ -124,6 +128,9 @@ struct CancelMsg {
 struct KvPullMsg {
   uint64_t request_id = 0;
   uint32_t num_blocks = 0;  // blocks the decode worker reserved
+  // Shared memory only (after ShmAccept): the reserved block ids, num_blocks of them, for the
+  // prefill worker to write into. Empty: send KvBlock frames.
+  std::vector<uint32_t> block_ids;
 };
 
 struct KvBlockMsg {
@@ -154,6 +161,17 @@ struct HeartbeatMsg {
   WorkerStats stats;
 };
 
+struct ShmOfferMsg {
+  std::string socket_name;  // abstract Unix socket of the decode worker
+  std::array<uint8_t, 32> token{};
+  uint64_t region_bytes = 0;  // the memfd's size: the KV cache's bytes for the shared layout
+};
+
+struct ShmAcceptMsg {
+  bool ok = false;
+  std::string error;
+};
+
 struct JoinMsg {
   std::string host;  // where the router and the other workers reach this worker
   uint16_t port = 0;
@@ -175,6 +193,8 @@ Frame Encode(const KvBlockMsg& m);
 Frame Encode(const KvDoneMsg& m);
 Frame Encode(const HeartbeatMsg& m);
 Frame Encode(const JoinMsg& m);
+Frame Encode(const ShmOfferMsg& m);
+Frame Encode(const ShmAcceptMsg& m);
 Frame Encode(const JoinAckMsg& m);
 // A KvBlock frame straight from the cache's bytes (no intermediate vector).
 Frame EncodeKvBlock(uint64_t request_id, uint32_t layer, uint32_t block_index,
@@ -192,6 +212,8 @@ Result<KvBlockMsg> DecodeKvBlock(const Frame& f);
 Result<KvDoneMsg> DecodeKvDone(const Frame& f);
 Result<HeartbeatMsg> DecodeHeartbeat(const Frame& f);
 Result<JoinMsg> DecodeJoin(const Frame& f);
+Result<ShmOfferMsg> DecodeShmOffer(const Frame& f);
+Result<ShmAcceptMsg> DecodeShmAccept(const Frame& f);
 Result<JoinAckMsg> DecodeJoinAck(const Frame& f);
 
 // Peer authentication: HMAC-SHA256(secret, "cleave-hello-v1" || nonce || role).

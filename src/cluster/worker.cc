@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "cluster/transport.h"
 
@@ -84,7 +85,8 @@ struct Worker::Impl : public Executor {
     RequestMode mode = RequestMode::kFull;
     int32_t max_tokens = 0;  // as the router asked
     int32_t prompt_len = 0;
-    int32_t prefill_blocks = 0;  // prefill: counted in inflight_prefill_blocks
+    int32_t prefill_blocks = 0;   // prefill: counted in inflight_prefill_blocks
+    uint32_t kv_transfer_us = 0;  // decode: the pull's duration, sent with the first output
   };
   // A decode worker's pull in progress.
   struct Transfer {
@@ -94,6 +96,7 @@ struct Worker::Impl : public Executor {
     bool cancelled = false;
     std::shared_ptr<Connection> peer;
     std::chrono::steady_clock::time_point last_progress;  // pull sent or last block received
+    std::chrono::steady_clock::time_point pull_sent;
   };
 
   WorkerConfig config;
@@ -464,7 +467,7 @@ struct Worker::Impl : public Executor {
         t.msg = std::move(m);
         t.blocks = std::move(blocks);
         t.peer = *peer;
-        t.last_progress = std::chrono::steady_clock::now();
+        t.last_progress = t.pull_sent = std::chrono::steady_clock::now();
         transfers.emplace(rid, std::move(t));
       }
       if (!(*peer)->Send(Encode(KvPullMsg{rid, n})).ok()) {
@@ -537,7 +540,11 @@ struct Worker::Impl : public Executor {
         failed.emplace_back(rid, eid.status().ToString());
         continue;
       }
-      by_engine[*eid] = Tracked{rid, RequestMode::kDecode, max_tokens, prompt_len, 0};
+      const auto transfer_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(t.last_progress - t.pull_sent);
+      Tracked tracked{rid, RequestMode::kDecode, max_tokens, prompt_len, 0};
+      tracked.kv_transfer_us = uint32_t(std::clamp<int64_t>(transfer_us.count(), 1, 1 << 30));
+      by_engine[*eid] = tracked;
       by_rid[rid] = *eid;
     }
     while (!pending.empty()) {
@@ -580,6 +587,7 @@ struct Worker::Impl : public Executor {
         const Tracked t = it->second;
         TokenOutputMsg m;
         m.request_id = t.rid;
+        m.kv_transfer_us = std::exchange(it->second.kv_transfer_us, 0);
         if (t.mode == RequestMode::kPrefillOnly && out.finished) {
           inflight_prefill_blocks -= t.prefill_blocks;
           auto kv = captured.find(out.request_id);

@@ -99,16 +99,31 @@ void Metrics::RenderCluster(const cluster::ClusterStatus& c, std::string* out) c
   Sample(out, "cleave:kv_transfer_bytes_total", l, double(c.kv_transfer_bytes));
   Family(out, "cleave:kv_transfer_failures", "counter",
          "KV transfers that did not complete, by reason.");
-  for (const char* reason : {"pull_failed", "prefill_worker_died"}) {
+  for (const char* reason : {"timeout", "connection", "transfer_error", "prefill_worker_died"}) {
     auto it = c.kv_transfer_failures.find(reason);
     Sample(out, "cleave:kv_transfer_failures_total", fmt::format("{},reason=\"{}\"", l, reason),
            it == c.kv_transfer_failures.end() ? 0.0 : double(it->second));
   }
   for (const auto& [reason, n] : c.kv_transfer_failures) {
-    if (reason == "pull_failed" || reason == "prefill_worker_died") continue;
+    if (reason == "timeout" || reason == "connection" || reason == "transfer_error" ||
+        reason == "prefill_worker_died")
+      continue;
     Sample(out, "cleave:kv_transfer_failures_total",
            fmt::format("{},reason=\"{}\"", l, EscapeLabel(reason)), double(n));
   }
+  // Histogram from the router's bucket counts.
+  Family(out, "cleave:kv_transfer_seconds", "histogram",
+         "KV pull duration on the decode worker, KvPull sent to the last block in.");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < c.kv_transfer_bucket_counts.size(); ++i) {
+    cumulative += c.kv_transfer_bucket_counts[i];
+    const std::string le =
+        i < c.kv_transfer_bounds_s.size() ? Num(c.kv_transfer_bounds_s[i]) : "+Inf";
+    *out +=
+        fmt::format("cleave:kv_transfer_seconds_bucket{{{},le=\"{}\"}} {}\n", l, le, cumulative);
+  }
+  *out += fmt::format("cleave:kv_transfer_seconds_sum{{{}}} {}\n", l, Num(c.kv_transfer_sum_s));
+  *out += fmt::format("cleave:kv_transfer_seconds_count{{{}}} {}\n", l, c.kv_transfer_count);
   Family(out, "cleave:migrations", "counter",
          "Requests sent to another worker after theirs died (prompt + streamed tokens).");
   Sample(out, "cleave:migrations_total", l, double(c.migrations));

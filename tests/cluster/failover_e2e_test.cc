@@ -393,6 +393,11 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   }
   EXPECT_GT(total, 0);
   EXPECT_EQ(free_blocks, total) << disagg.log();
+  // Transfers were measured (decode workers' reports), and the per-worker gauges are there.
+  EXPECT_GT(Metric(port, "cleave:kv_transfer_bytes_total"), 0);
+  EXPECT_GT(Metric(port, "cleave:kv_transfer_seconds_count"), 0);
+  EXPECT_GE(Metric(port, "cleave:worker_kv_usage_perc"), 0);
+  EXPECT_GE(Metric(port, "cleave:worker_queue_length"), 0);
 }
 
 }  // namespace

@@ -253,7 +253,7 @@ TEST(RouterMigrationTest, FailedPullIsPrefilledAgain) {
   Collect(*router, *id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13}));
   EXPECT_EQ(s.num_finished, 1);
-  EXPECT_EQ(router->cluster_status().kv_transfer_failures.at("pull_failed"), 1);
+  EXPECT_EQ(router->cluster_status().kv_transfer_failures.at("transfer_error"), 1);
 }
 
 TEST(RouterMigrationTest, PrefillWorkerDiesBeforeThePullDecodeWorkerRunsItWhole) {
