@@ -218,11 +218,13 @@ void LocalCluster::Monitor() {
         }
         if (int32_t(s.restarts_s.size()) >= config_.max_restarts) {
           s.given_up = true;
-          spdlog::error(
-              "not restarting the {} worker that was on port {}: {} restarts within "
-              "{:.0f} s (limit {})",
+          const std::string why = fmt::format(
+              "not restarting the {} worker that was on port {}: {} restarts within {:.0f} s "
+              "(limit {})",
               WorkerRoleName(s.proc.role), s.proc.port, s.restarts_s.size(),
               config_.restart_window_s, config_.max_restarts);
+          spdlog::error("{}", why);
+          router_->StopWaitingForWorkers(why);
           continue;
         }
         const double backoff_s = std::min(8.0, 0.25 * double(1 << s.restarts_s.size()));

@@ -597,6 +597,19 @@ bool Router::alive(const WorkerEndpoint& endpoint) const {
   return false;
 }
 
+void Router::StopWaitingForWorkers(const std::string& reason) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.config.wait_for_worker_s = 0;
+  for (RequestId id : m.waiting) {
+    auto it = m.tracked.find(id);
+    if (it == m.tracked.end() || it->second.wire_id != 0) continue;
+    m.Finish(id, m.Finished(id, it->second, FinishReason::kError,
+                            fmt::format("{}; {}", it->second.last_failure, reason)));
+  }
+  m.waiting.clear();
+}
+
 void Router::Shutdown() {
   Impl& m = *impl_;
   std::vector<std::thread> readers;

@@ -91,6 +91,9 @@ class Router : public Backend {
   Status ReplaceWorker(const WorkerEndpoint& dead, const WorkerEndpoint& fresh);
   // False once the worker at `endpoint` was marked dead (or is unknown).
   bool alive(const WorkerEndpoint& endpoint) const;
+  // No worker is coming back (the supervisor gave up): requests waiting for one end now with
+  // an error that adds `reason`, and later ones are not made to wait.
+  void StopWaitingForWorkers(const std::string& reason);
 
   Result<RequestId> AddRequest(Request request) override;
   void Cancel(RequestId id) override;

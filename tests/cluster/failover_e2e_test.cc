@@ -400,5 +400,44 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   EXPECT_GE(Metric(port, "cleave:worker_queue_length"), 0);
 }
 
+// --worker-restarts 1: the first death is repaired, the second is not. The supervisor gives up
+// (logged), requests that were waiting for a decode worker end at once with a clear error
+// naming the dead worker (not after the wait limit), /health says 503, new requests get 503.
+TEST_F(FailoverE2eTest, SupervisorGivesUpAfterTheRestartLimit) {
+  Server disagg(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--worker-restarts 1");
+  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  const int port = disagg.port();
+  const pid_t first = disagg.WorkerPid("decode");
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  const pid_t second = disagg.WorkerPid("decode");
+  ASSERT_NE(second, first) << disagg.log();
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Completion> got =
+      RunLoad(port, kNumRequests * 4, [&] { ASSERT_EQ(::kill(second, SIGKILL), 0); });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 20s) << "requests waited for a worker "
+                                                              "that was never coming back";
+  int num_failed = 0;
+  for (const Completion& c : got) {
+    if (c.error.empty()) continue;  // finished before the kill
+    ++num_failed;
+    EXPECT_NE(c.error.find("decode worker at 127.0.0.1:"), std::string::npos) << c.error;
+    EXPECT_NE(c.error.find("died"), std::string::npos) << c.error;
+  }
+  EXPECT_GT(num_failed, 0);
+  const json h = Health(port);
+  EXPECT_EQ(h.value("http_status", 0), 503) << h.dump();
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Post("/v1/completions", R"({"prompt":"Hi","max_tokens":4})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(disagg.WorkerPid("decode"), second) << "restarted past the limit";
+  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
+}
+
 }  // namespace
 }  // namespace cleave::cluster
