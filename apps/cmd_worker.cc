@@ -140,6 +140,7 @@ int RunWorker(const WorkerOptions& o) {
   config.engine.seed = std::random_device{}();
   config.max_staged_blocks = o.max_staged_blocks;
   config.kv_transfer_timeout_s = o.transport.kv_transfer_timeout_s;
+  config.kv_transport = *cluster::ParseKvTransport(o.transport.kv_transport);  // flag-checked
   // Test only: CLEAVE_FAULT_KV=cut:N|stall:N breaks this worker's first KV-serving connection.
   if (const char* fault = std::getenv("CLEAVE_FAULT_KV"); fault != nullptr && *fault != 0) {
     Result<cluster::KvFault> parsed = cluster::ParseKvFault(fault);
@@ -197,10 +198,14 @@ void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags) {
   cmd->add_option("--kv-transfer-timeout-s", flags.kv_transfer_timeout_s,
                   "Decode: abort a KV pull that makes no progress for this long (default 10)")
       ->check(CLI::Range(0.05, 3600.0));
+  cmd->add_option("--kv-transport", flags.kv_transport,
+                  "KV between workers: auto (shared memory on one host, else TCP), tcp, shm")
+      ->check(CLI::IsMember({"auto", "tcp", "shm"}));
 }
 
 std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags) {
-  return {"--kv-transfer-timeout-s", fmt::format("{}", flags.kv_transfer_timeout_s)};
+  return {"--kv-transfer-timeout-s", fmt::format("{}", flags.kv_transfer_timeout_s),
+          "--kv-transport", flags.kv_transport};
 }
 
 void RegisterWorker(CLI::App& app, int& exit_code) {

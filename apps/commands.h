@@ -30,6 +30,7 @@ void RegisterWorker(CLI::App& app, int& exit_code);
 // workers it starts). Defined in cmd_worker.cc.
 struct WorkerTransportFlags {
   double kv_transfer_timeout_s = 10.0;
+  std::string kv_transport = "auto";  // auto | tcp | shm
 };
 void AddWorkerTransportFlags(CLI::App* cmd, WorkerTransportFlags& flags);
 std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);

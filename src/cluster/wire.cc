@@ -521,8 +521,7 @@ Result<KvPullMsg> DecodeKvPull(const Frame& f) {
   }
   CLEAVE_RETURN_IF_ERROR(r.Finish("kv-pull"));
   if (!m.block_ids.empty() && m.block_ids.size() != m.num_blocks) {
-    return InvalidArgument("kv-pull: {} block ids for {} blocks", m.block_ids.size(),
-                           m.num_blocks);
+    return InvalidArgument("kv-pull: {} block ids for {} blocks", m.block_ids.size(), m.num_blocks);
   }
   return m;
 }

@@ -10,8 +10,10 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
+#include "cluster/shm_transport.h"
 #include "cluster/transport.h"
 
 namespace cleave::cluster {
@@ -22,6 +24,13 @@ std::span<uint8_t> KvBlockBytes(KvCache& cache, bool value, int64_t layer, int64
 
 uint64_t KvBlockByteSize(const KvCache& cache) {
   return uint64_t(cache.block_bytes());
+}
+
+Result<KvTransport> ParseKvTransport(std::string_view name) {
+  if (name == "auto") return KvTransport::kAuto;
+  if (name == "tcp") return KvTransport::kTcp;
+  if (name == "shm") return KvTransport::kShm;
+  return InvalidArgument("KV transport '{}': expected auto, tcp or shm", name);
 }
 
 namespace {
@@ -97,6 +106,7 @@ struct Worker::Impl : public Executor {
     std::shared_ptr<Connection> peer;
     std::chrono::steady_clock::time_point last_progress;  // pull sent or last block received
     std::chrono::steady_clock::time_point pull_sent;
+    bool shm = false;  // the prefill worker writes into our shared cache; only KvDone comes
   };
 
   WorkerConfig config;
@@ -128,6 +138,10 @@ struct Worker::Impl : public Executor {
   uint64_t queued_prefill_tokens = 0;
   uint64_t kv_bytes_sent = 0, kv_bytes_received = 0;
   bool kv_fault_armed = false;  // test only: the next KV-serving connection gets the fault
+  // decode with shared memory: the cache's storage, and the socket that hands it out.
+  std::unique_ptr<SharedKvRegion> shm_region;
+  std::unique_ptr<ShmOfferServer> shm_server;
+  std::unordered_set<const Connection*> shm_peers;  // decode: peers that accepted the region
 
   KvLayout Layout() const {
     KvLayout l;
@@ -216,10 +230,11 @@ struct Worker::Impl : public Executor {
         spdlog::warn("fault injection armed on the KV connection from {}", conn->peer());
       }
     }
+    std::unique_ptr<SharedKvRegion> peer_region;  // a decode worker's cache, mapped (shm)
     while (true) {
       Result<Frame> frame = conn->Recv();
       if (!frame.ok()) break;
-      Status s = Dispatch(*frame, conn);
+      Status s = Dispatch(*frame, conn, peer_region);
       if (!s.ok()) {
         spdlog::warn("dropping {}: {}", conn->peer(), s.ToString());
         break;
@@ -240,7 +255,8 @@ struct Worker::Impl : public Executor {
     }
   }
 
-  Status Dispatch(const Frame& frame, const std::shared_ptr<Connection>& conn) {
+  Status Dispatch(const Frame& frame, const std::shared_ptr<Connection>& conn,
+                  std::unique_ptr<SharedKvRegion>& peer_region) {
     switch (frame.type) {
       case MessageType::kAddRequest: {
         CLEAVE_ASSIGN_OR_RETURN(AddRequestMsg m, DecodeAddRequest(frame));
@@ -261,7 +277,16 @@ struct Worker::Impl : public Executor {
       }
       case MessageType::kKvPull: {
         CLEAVE_ASSIGN_OR_RETURN(KvPullMsg m, DecodeKvPull(frame));
-        return ServePull(m, *conn);
+        return ServePull(m, *conn, peer_region.get());
+      }
+      case MessageType::kShmOffer: {
+        CLEAVE_ASSIGN_OR_RETURN(ShmOfferMsg m, DecodeShmOffer(frame));
+        Result<std::unique_ptr<SharedKvRegion>> region = MapOffer(m);
+        if (!region.ok())
+          return conn->Send(Encode(ShmAcceptMsg{false, region.status().ToString()}));
+        peer_region = std::move(*region);
+        spdlog::info("KV to {} goes through shared memory", conn->peer());
+        return conn->Send(Encode(ShmAcceptMsg{true, ""}));
       }
       case MessageType::kHeartbeat:
         return Status::Ok();
@@ -296,8 +321,44 @@ struct Worker::Impl : public Executor {
     if (auto it = by_rid.find(rid); it != by_rid.end()) engine.Cancel(it->second);
   }
 
+  // Prefill side: maps a decode worker's offered KV cache (its size must be what our shared
+  // layout implies, so every checked block offset lies inside it).
+  Result<std::unique_ptr<SharedKvRegion>> MapOffer(const ShmOfferMsg& m) {
+    if (config.kv_transport == KvTransport::kTcp) return FailedPrecondition("TCP only here");
+    CLEAVE_ASSIGN_OR_RETURN(uint64_t expected, KvRegionBytes(Layout()));
+    if (m.region_bytes != expected) {
+      return FailedPrecondition("offered {} bytes of KV, the layout has {}", m.region_bytes,
+                                expected);
+    }
+    CLEAVE_ASSIGN_OR_RETURN(int fd, FetchShmFd(m.socket_name, m.token));
+    return SharedKvRegion::Map(fd, expected);
+  }
+
+  // Prefill side, shared memory: copies the staged blocks into the decode worker's reserved
+  // blocks (ids checked against the layout), layer by layer.
+  Status WriteShared(const KvPullMsg& m, const StagedKv& kv, SharedKvRegion& region) {
+    const KvLayout layout = Layout();
+    const uint64_t block_bytes = layout.block_bytes;
+    std::span<uint8_t> dst = region.bytes();
+    const uint8_t* p = kv.bytes.data();
+    for (uint32_t layer = 0; layer < layout.num_layers; ++layer) {
+      for (int32_t b = 0; b < kv.num_blocks; ++b) {
+        for (bool value : {false, true}) {
+          CLEAVE_ASSIGN_OR_RETURN(uint64_t offset,
+                                  KvBlockOffset(layout, layer, value, m.block_ids[b]));
+          if (offset > dst.size() || dst.size() - offset < block_bytes) {
+            return OutOfRange("KV block offset {} outside the shared region", offset);
+          }
+          std::memcpy(dst.data() + offset, p, block_bytes);
+          p += block_bytes;
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
   // Prefill side: stream a staged prompt's KV to the decode worker that reserved blocks for it.
-  Status ServePull(const KvPullMsg& m, Connection& conn) {
+  Status ServePull(const KvPullMsg& m, Connection& conn, SharedKvRegion* region) {
     StagedKv kv;
     {
       std::lock_guard lock(mu);
@@ -314,6 +375,18 @@ struct Worker::Impl : public Executor {
       return conn.Send(Encode(
           KvDoneMsg{m.request_id, false,
                     fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks)}));
+    }
+    if (!m.block_ids.empty()) {
+      Status written = region != nullptr ? WriteShared(m, kv, *region)
+                                         : FailedPrecondition("no shared KV region mapped");
+      if (!written.ok()) {
+        return conn.Send(Encode(KvDoneMsg{m.request_id, false, written.ToString()}));
+      }
+      {
+        std::lock_guard lock(mu);
+        kv_bytes_sent += kv.bytes.size();
+      }
+      return conn.Send(Encode(KvDoneMsg{m.request_id, true, ""}));
     }
     const uint64_t block_bytes = KvBlockByteSize(*cache);
     const uint8_t* p = kv.bytes.data();
@@ -347,6 +420,7 @@ struct Worker::Impl : public Executor {
     {
       std::lock_guard lock(mu);
       if (auto it = peers.find(key); it != peers.end() && it->second == peer) peers.erase(it);
+      shm_peers.erase(peer.get());
       for (auto it = transfers.begin(); it != transfers.end();) {
         if (it->second.peer != peer) {
           ++it;
@@ -396,7 +470,13 @@ struct Worker::Impl : public Executor {
         auto it = transfers.find(m.request_id);
         if (it == transfers.end()) return Status::Ok();
         Transfer& t = it->second;
-        const bool complete = t.num_received == cache->num_layers() * int64_t(t.blocks.size());
+        const bool complete =
+            t.shm || t.num_received == cache->num_layers() * int64_t(t.blocks.size());
+        if (m.ok && t.shm) {
+          kv_bytes_received +=
+              uint64_t(cache->num_layers()) * t.blocks.size() * 2 * KvBlockByteSize(*cache);
+          t.last_progress = std::chrono::steady_clock::now();
+        }
         if (m.ok && complete && !t.cancelled) {
           ready.push_back(m.request_id);
           Wake();
@@ -414,6 +494,20 @@ struct Worker::Impl : public Executor {
     return InvalidArgument("unexpected message type {} from a KV peer", uint16_t(frame.type));
   }
 
+  // Decode: puts the KV cache into a memfd mapping that same-host prefill workers can map.
+  Status ShareCache() {
+    CLEAVE_ASSIGN_OR_RETURN(uint64_t bytes, KvRegionBytes(Layout()));
+    if (bytes != uint64_t(cache->bytes())) {
+      return FailedPrecondition("the KV cache ({} bytes) is not the layout's {}", cache->bytes(),
+                                bytes);
+    }
+    CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<SharedKvRegion> region, SharedKvRegion::Create(bytes));
+    CLEAVE_ASSIGN_OR_RETURN(shm_server, ShmOfferServer::Start(region->fd()));
+    cache->UseExternalStorage(region->bytes(), /*keep_contents=*/false);
+    shm_region = std::move(region);
+    return Status::Ok();
+  }
+
   // --- engine thread ---
   Result<std::shared_ptr<Connection>> PeerFor(const std::string& host, uint16_t port) {
     const std::string key = fmt::format("{}:{}", host, port);
@@ -426,7 +520,21 @@ struct Worker::Impl : public Executor {
     CLEAVE_ASSIGN_OR_RETURN(HelloAckMsg ack,
                             ConnectHandshake(*conn, config.secret, config.role, Layout()));
     if (!(ack.layout == Layout())) return FailedPrecondition("{} has another KV layout", key);
+    bool shm = false;
+    if (shm_server) {  // offer our cache; the peer maps it if it is on this host
+      ShmOfferMsg offer{shm_server->name(), shm_server->NewToken(), uint64_t(cache->bytes())};
+      CLEAVE_RETURN_IF_ERROR(conn->Send(Encode(offer)));
+      CLEAVE_ASSIGN_OR_RETURN(Frame f, conn->Recv());
+      CLEAVE_ASSIGN_OR_RETURN(ShmAcceptMsg accept, DecodeShmAccept(f));
+      shm = accept.ok;
+      if (!shm && config.kv_transport == KvTransport::kShm) {
+        return FailedPrecondition("{} cannot map our KV cache: {}", key, accept.error);
+      }
+      spdlog::info("KV from {} over {}{}", key, shm ? "shared memory" : "TCP",
+                   shm ? "" : " (" + accept.error + ")");
+    }
     std::lock_guard lock(mu);
+    if (shm) shm_peers.insert(conn.get());
     peers[key] = conn;
     conns.push_back(conn);
     conn_threads.emplace_back([this, conn, key] { PeerLoop(conn, key); });
@@ -454,6 +562,7 @@ struct Worker::Impl : public Executor {
       Result<std::shared_ptr<Connection>> peer = PeerFor(m.source_host, m.source_port);
       const uint64_t rid = m.request_id;
       const uint32_t n = uint32_t(blocks.size());
+      KvPullMsg pull{rid, n, {}};
       if (!peer.ok()) {
         engine.FreeBlocks(blocks);
         FailToRouter(
@@ -468,9 +577,11 @@ struct Worker::Impl : public Executor {
         t.blocks = std::move(blocks);
         t.peer = *peer;
         t.last_progress = t.pull_sent = std::chrono::steady_clock::now();
+        t.shm = shm_peers.count(peer->get()) > 0;
+        if (t.shm) pull.block_ids.assign(t.blocks.begin(), t.blocks.end());
         transfers.emplace(rid, std::move(t));
       }
-      if (!(*peer)->Send(Encode(KvPullMsg{rid, n})).ok()) {
+      if (!(*peer)->Send(Encode(pull)).ok()) {
         // PeerLoop sees the broken connection and fails the transfer.
         (*peer)->Close();
       }
@@ -656,6 +767,14 @@ Worker::~Worker() {
 
 Status Worker::Start() {
   Impl& m = *impl_;
+  if (m.config.role == WorkerRole::kDecode && m.config.kv_transport != KvTransport::kTcp) {
+    // The cache moves into shared memory before the engine thread starts using it.
+    Status shared = m.ShareCache();
+    if (!shared.ok()) {
+      if (m.config.kv_transport == KvTransport::kShm) return shared;
+      spdlog::warn("KV cache stays private (TCP transfers only): {}", shared.ToString());
+    }
+  }
   CLEAVE_ASSIGN_OR_RETURN(m.listener, TcpListener::Listen(m.config.host, m.config.port));
   m.kv_fault_armed = m.config.kv_fault.kind != KvFault::Kind::kNone;
   m.accept_thread = std::thread([&m] { m.AcceptLoop(); });

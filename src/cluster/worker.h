@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "cluster/transport.h"
 #include "cluster/wire.h"
@@ -29,6 +30,13 @@
 #include "model/kv_cache.h"
 
 namespace cleave::cluster {
+
+// How a decode worker receives KV from prefill workers. kAuto: shared memory with prefill
+// workers that can map it (same host and network namespace), TCP with the others. kShm: shared
+// memory or fail the pull; kTcp: never shared memory (either role).
+enum class KvTransport : uint8_t { kAuto, kTcp, kShm };
+// "auto" | "tcp" | "shm".
+Result<KvTransport> ParseKvTransport(std::string_view name);
 
 struct WorkerConfig {
   WorkerRole role = WorkerRole::kMixed;
@@ -41,6 +49,7 @@ struct WorkerConfig {
   // decode: a pull that receives nothing for this long is aborted (blocks freed, the request
   // reported to the router as a KV transfer failure, the connection to that peer dropped).
   double kv_transfer_timeout_s = 10.0;
+  KvTransport kv_transport = KvTransport::kAuto;
   KvFault kv_fault;  // test only (CLEAVE_FAULT_KV): see FaultyConnection in transport.h
 };
 

@@ -15,6 +15,10 @@
 // when written (Write) and converted back by the attention kernel (kernels/attention.h).
 //
 // Token position p of a sequence lives in block block_table[p / block_size], slot p % block_size.
+//
+// Storage is one buffer, layer-major, K before V: [layer][K | V][num_blocks * block_size slots].
+// It is the cache's own unless UseExternalStorage moved it (e.g. into shared memory that a
+// prefill worker on the same host writes blocks into).
 #pragma once
 
 #include <cstdint>
@@ -58,13 +62,24 @@ class KvCache {
   void ReadK(int64_t layer, int64_t block, int64_t slot, float* out) const;
   void ReadV(int64_t layer, int64_t block, int64_t slot, float* out) const;
 
+  KvCache(KvCache&&) = default;
+  KvCache& operator=(KvCache&&) = default;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  // Allocation hook: the cache reads and writes `storage` (exactly bytes() bytes, in the layout
+  // above; it must outlive the cache) from now on, and releases its own buffer. The contents
+  // are copied over unless keep_contents is false (a fresh cache over zeroed storage). Call
+  // before any other thread uses the cache.
+  void UseExternalStorage(std::span<uint8_t> storage, bool keep_contents = true);
+
   // Copies every layer's K and V of block src into block dst (copy-on-write, benchmarks).
   void CopyBlock(int64_t src, int64_t dst);
   // The raw bytes of one layer's K (value = false) or V of `block`: block_bytes() of them, in the
   // layout above. What KV transfer between workers copies; both sides must use the same dtype.
   std::span<uint8_t> BlockBytes(bool value, int64_t layer, int64_t block) {
-    std::vector<uint8_t>& data = value ? v_[layer] : k_[layer];
-    return {data.data() + Offset(block, 0), static_cast<size_t>(block_bytes())};
+    uint8_t* data = value ? v_[layer] : k_[layer];
+    return {data + Offset(block, 0), static_cast<size_t>(block_bytes())};
   }
   int64_t block_bytes() const { return block_size_ * slot_bytes_; }
 
@@ -76,12 +91,14 @@ class KvCache {
   int64_t Offset(int64_t block, int64_t slot) const {
     return (block * block_size_ + slot) * slot_bytes_;
   }
-  kernels::PagedKv View(const std::vector<uint8_t>& layer) const {
-    return kernels::PagedKv{dtype_, layer.data(), block_size_, slot_bytes_};
+  kernels::PagedKv View(const uint8_t* layer) const {
+    return kernels::PagedKv{dtype_, layer, block_size_, slot_bytes_};
   }
+  void PointInto(uint8_t* base);  // sets k_ and v_ for storage at base
   int64_t num_layers_, num_blocks_, block_size_, token_stride_, slot_bytes_;
   DType dtype_;
-  std::vector<std::vector<uint8_t>> k_, v_;  // [layer][num_blocks * block_size * slot_bytes]
+  std::vector<uint8_t> owned_;   // the storage, unless external
+  std::vector<uint8_t*> k_, v_;  // [layer] -> num_blocks * block_size * slot_bytes
 };
 
 }  // namespace cleave

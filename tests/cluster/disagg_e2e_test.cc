@@ -244,12 +244,19 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     num_long += c.tokens.size() == size_t(kMaxTokens);
   }
   ASSERT_GE(num_long, 4);
-  {
-    Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  // KV over TCP, then through the decode worker's shared-memory cache (same host).
+  for (const std::string transport : {"tcp", "shm"}) {
+    SCOPED_TRACE("--kv-transport " + transport);
+    Server disagg(
+        "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+        "--kv-transport " +
+        transport);
     ASSERT_TRUE(disagg.ready()) << disagg.log();
     std::vector<Completion> single;
     for (int i = 0; i < 8; ++i) single.push_back(Complete(disagg.port(), prompts[i], kMaxTokens));
     ExpectSame(single_ref, single, "disaggregated, one at a time");
+    // The transport asked for is the one used (a forced shm pull that cannot map would fail).
+    EXPECT_EQ(disagg.LogContains("over shared memory"), transport == "shm") << disagg.log();
     ExpectSame(batch_ref, CompleteAll(disagg.port(), prompts, kMaxTokens),
                "disaggregated, 32 at once");
     ExpectNoLeakedBlocks(disagg);
@@ -320,7 +327,7 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
 void ExpectTransferFaultHandled(const std::string& fault, const std::string& reason) {
   Server disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
-      "--kv-transfer-timeout-s 1",
+      "--kv-transfer-timeout-s 1 --kv-transport tcp",
       "CLEAVE_FAULT_KV=" + fault);
   ASSERT_TRUE(disagg.ready()) << disagg.log();
   const std::vector<std::string> prompts = Prompts(8);
