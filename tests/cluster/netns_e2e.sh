@@ -135,4 +135,7 @@ import urllib.request
 for l in urllib.request.urlopen("http://10.77.0.1:8000/metrics").read().decode().splitlines():
     if l.startswith("cleave:kv_transfer_bytes_total"): print(int(float(l.split()[-1])))')
 [ "${bytes:-0}" -gt 0 ] || fail "no KV bytes moved between the workers (metric: '$bytes')"
+# auto transport: the decode worker offered its shared-memory cache, which the prefill worker
+# cannot map from another namespace, so the KV went over TCP.
+grep -q "KV from 10.77.0.2:9001 over TCP" "$work/decode.log" || fail "KV did not go over TCP"
 echo "PASS: KV bytes moved prefill(10.77.0.2) -> decode(10.77.0.3): $bytes"
