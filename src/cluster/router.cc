@@ -18,9 +18,6 @@ namespace cleave::cluster {
 
 namespace {
 
-// A worker that sent nothing (not even a heartbeat, which has its own thread and goes every
-// 100 ms) for this long is taken for hung. A crash is seen at once (the connection closes).
-constexpr double kWorkerSilenceLimitS = 10.0;
 // Attempts per request (the first included); a request that keeps killing workers, or whose
 // KV transfer keeps failing, ends with an error instead of going round forever.
 constexpr int32_t kMaxAttempts = 4;
@@ -175,6 +172,7 @@ struct Router::Impl {
   uint64_t transfer_count = 0;
   std::string last_death;  // "the decode worker at host:port died", for error messages
   bool shut_down = false;
+  std::thread watchdog;
 
   double Now() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -406,6 +404,29 @@ struct Router::Impl {
     return Status::Ok();
   }
 
+  // Its own thread, so that a silent worker is noticed (and /health says so) with no request
+  // in flight.
+  void Watchdog() {
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return shut_down; })) {
+      const double now = Now();
+      std::vector<int> silent;
+      for (size_t i = 0; i < workers.size(); ++i) {
+        if (workers[i]->alive && now - workers[i]->last_heard_s > config.worker_silence_limit_s) {
+          silent.push_back(int(i));
+        }
+      }
+      if (silent.empty()) continue;
+      lock.unlock();
+      for (int i : silent) {
+        spdlog::error("worker {} sent nothing for {:.1f} s; taking it for dead", i,
+                      config.worker_silence_limit_s);
+        WorkerDied(i);
+      }
+      lock.lock();
+    }
+  }
+
   void ReadLoop(WorkerState* w, int index) {
     while (true) {
       Result<Frame> frame = w->conn->Recv();
@@ -567,7 +588,9 @@ Result<std::unique_ptr<Router>> Router::Connect(RouterConfig config) {
   if (impl->config.workers.empty()) return InvalidArgument("the router needs at least one worker");
   const std::vector<WorkerEndpoint> endpoints = impl->config.workers;
   std::unique_ptr<Router> router(new Router(std::move(impl)));
-  for (const WorkerEndpoint& ep : endpoints) CLEAVE_RETURN_IF_ERROR(router->impl_->Add(ep));
+  Impl* m = router->impl_.get();
+  m->watchdog = std::thread([m] { m->Watchdog(); });
+  for (const WorkerEndpoint& ep : endpoints) CLEAVE_RETURN_IF_ERROR(m->Add(ep));
   return router;
 }
 
@@ -623,6 +646,7 @@ void Router::Shutdown() {
     m.cv.notify_all();
   }
   for (std::thread& t : readers) t.join();
+  if (m.watchdog.joinable()) m.watchdog.join();
 }
 
 Result<RequestId> Router::AddRequest(Request request) {
@@ -685,25 +709,11 @@ void Router::Cancel(RequestId id) {
 
 Status Router::Step() {
   Impl& m = *impl_;
-  std::vector<int> silent;
-  {
-    std::unique_lock lock(m.mu);
-    m.cv.wait_for(lock, std::chrono::milliseconds(10),
-                  [&] { return !m.outputs.empty() || m.shut_down; });
-    ++m.steps;
-    const double now = m.Now();
-    for (size_t i = 0; i < m.workers.size(); ++i) {
-      if (m.workers[i]->alive && now - m.workers[i]->last_heard_s > kWorkerSilenceLimitS) {
-        silent.push_back(int(i));
-      }
-    }
-    if (!m.waiting.empty()) m.ExpireWaiting();
-  }
-  for (int i : silent) {
-    spdlog::error("worker {} sent nothing for {:.0f} s; taking it for dead", i,
-                  kWorkerSilenceLimitS);
-    m.WorkerDied(i);
-  }
+  std::unique_lock lock(m.mu);
+  m.cv.wait_for(lock, std::chrono::milliseconds(10),
+                [&] { return !m.outputs.empty() || m.shut_down; });
+  ++m.steps;
+  if (!m.waiting.empty()) m.ExpireWaiting();
   return Status::Ok();
 }
 

@@ -47,6 +47,10 @@ struct RouterConfig {
   double wait_for_worker_s = 0;
   // Prompts shorter than this skip the prefill workers (conditional disaggregation); 0: never.
   int32_t local_prefill_max_tokens = 0;
+  // A worker that sent nothing for this long (heartbeats go every 100 ms from their own thread)
+  // is taken for dead: hung, stopped, or a host gone without closing the connection. A crash
+  // is seen at once (the connection closes).
+  double worker_silence_limit_s = 3.0;
 };
 
 // What the choice functions see of one worker. Pure data, so they are testable without

@@ -439,5 +439,23 @@ TEST_F(FailoverE2eTest, SupervisorGivesUpAfterTheRestartLimit) {
   EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
 }
 
+// A hung decode worker (SIGSTOP: connected, silent) is taken for dead after the silence limit
+// (3 s), SIGKILLed and restarted by the supervisor; its requests continue with the same text.
+TEST_F(FailoverE2eTest, HungWorkerIsReplacedAndItsRequestsMigrate) {
+  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  const int port = disagg.port();
+  const std::vector<Completion> ref = RunLoad(port, 0, nullptr);  // matches colocated (above)
+  const pid_t decode_pid = disagg.WorkerPid("decode");
+  ASSERT_GT(decode_pid, 0);
+  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4,
+                                        [&] { ASSERT_EQ(::kill(decode_pid, SIGSTOP), 0); });
+  ExpectSameAsReference(ref, got, "decode worker stopped");
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  EXPECT_NE(disagg.WorkerPid("decode"), decode_pid);
+  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
+  EXPECT_GT(Metric(port, "cleave:migrations_total"), 0);
+}
+
 }  // namespace
 }  // namespace cleave::cluster

@@ -6,6 +6,7 @@
 // request waits for AddWorker when told to.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -33,6 +34,21 @@ class FakeWorker {
   ~FakeWorker() {
     Kill();
     thread_.join();
+    if (heartbeats_.joinable()) heartbeats_.join();
+  }
+  // Sends a heartbeat every 50 ms until Kill (a live, idle worker).
+  void StartHeartbeats() {
+    heartbeats_ = std::thread([this] {
+      while (!killed_) {
+        std::shared_ptr<Connection> c;
+        {
+          std::lock_guard lock(mu_);
+          c = conn_;
+        }
+        if (c) (void)c->Send(Encode(HeartbeatMsg{}));
+        std::this_thread::sleep_for(50ms);
+      }
+    });
   }
   WorkerEndpoint endpoint() const { return {"127.0.0.1", listener_->port()}; }
 
@@ -71,6 +87,7 @@ class FakeWorker {
   }
   // As kill -9: the connection and the listener close.
   void Kill() {
+    killed_ = true;
     listener_->Close();
     std::lock_guard lock(mu_);
     if (conn_) conn_->Close();
@@ -98,7 +115,8 @@ class FakeWorker {
 
   WorkerRole role_;
   std::unique_ptr<TcpListener> listener_;
-  std::thread thread_;
+  std::thread thread_, heartbeats_;
+  std::atomic<bool> killed_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::shared_ptr<Connection> conn_;
@@ -141,10 +159,12 @@ Request Greedy(std::vector<TokenId> prompt, int32_t max_tokens) {
   return r;
 }
 
-std::unique_ptr<Router> Connect(std::vector<FakeWorker*> workers, double wait_s = 0) {
+std::unique_ptr<Router> Connect(std::vector<FakeWorker*> workers, double wait_s = 0,
+                                double silence_limit_s = 30) {
   RouterConfig rc;
   rc.secret = kSecret;
   rc.wait_for_worker_s = wait_s;
+  rc.worker_silence_limit_s = silence_limit_s;
   for (FakeWorker* w : workers) rc.workers.push_back(w->endpoint());
   Result<std::unique_ptr<Router>> r = Router::Connect(rc);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -284,6 +304,33 @@ TEST(RouterMigrationTest, PrefillWorkerDiesBeforeThePullDecodeWorkerRunsItWhole)
   std::optional<AddRequestMsg> full2 = d.WaitAdd(2);
   ASSERT_TRUE(full2);
   EXPECT_EQ(full2->mode, RequestMode::kFull);
+}
+
+// A worker that stays connected but sends nothing (hung, SIGSTOPped) is taken for dead after
+// the silence limit, with no request needed to notice it, and its request moves on.
+TEST(RouterMigrationTest, SilentWorkerIsTakenForDead) {
+  FakeWorker hung(WorkerRole::kMixed), b(WorkerRole::kMixed);
+  b.StartHeartbeats();
+  auto router = Connect({&hung, &b}, 0, /*silence_limit_s=*/0.5);
+  ASSERT_TRUE(router);
+  Result<RequestId> id = router->AddRequest(Greedy({1, 2}, 3));
+  ASSERT_TRUE(id.ok());
+  std::optional<AddRequestMsg> first = hung.WaitAdd(0);
+  ASSERT_TRUE(first);
+  hung.Send(first->request_id, {10});
+  Stream s;
+  Collect(*router, *id, s, 1);
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<AddRequestMsg> moved = b.WaitAdd(0);  // no Step() call in between
+  ASSERT_TRUE(moved);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+  EXPECT_EQ(moved->request.prompt, (std::vector<TokenId>{1, 2, 10}));
+  b.Send(moved->request_id, {11, 12}, true, FinishReason::kLength);
+  Collect(*router, *id, s);
+  EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12}));
+  const ClusterStatus cs = router->cluster_status();
+  EXPECT_FALSE(cs.workers[0].alive);
+  EXPECT_TRUE(cs.workers[1].alive);
 }
 
 TEST(RouterMigrationTest, NothingLeftFailsWithTheDeadWorkersName) {
