@@ -794,10 +794,12 @@ ClusterStatus Router::cluster_status() const {
     ws.address = w->address();
     ws.role = std::string(WorkerRoleName(w->role));
     ws.alive = w->alive;
-    ws.queue_length = int32_t(w->stats.num_running + w->stats.num_waiting);
-    const double total = w->stats.num_blocks;
-    const double used = total - double(w->stats.num_free_blocks) + w->stats.num_staged_blocks;
-    ws.kv_usage_perc = total > 0 ? std::clamp(used / total, 0.0, 1.0) : 0.0;
+    if (w->alive) {  // a dead worker's last report no longer means anything
+      ws.queue_length = int32_t(w->stats.num_running + w->stats.num_waiting);
+      const double total = w->stats.num_blocks;
+      const double used = total - double(w->stats.num_free_blocks) + w->stats.num_staged_blocks;
+      ws.kv_usage_perc = total > 0 ? std::clamp(used / total, 0.0, 1.0) : 0.0;
+    }
     s.workers.push_back(std::move(ws));
   }
   s.migrations = impl_->migrations;
