@@ -441,8 +441,11 @@ TEST_F(FailoverE2eTest, SupervisorGivesUpAfterTheRestartLimit) {
 
 // A hung decode worker (SIGSTOP: connected, silent) is taken for dead after the silence limit
 // (3 s), SIGKILLed and restarted by the supervisor; its requests continue with the same text.
+// KV over TCP here (the other tests use the default, shared memory on one host).
 TEST_F(FailoverE2eTest, HungWorkerIsReplacedAndItsRequestsMigrate) {
-  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  Server disagg(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--kv-transport tcp");
   ASSERT_TRUE(disagg.ready()) << disagg.log();
   const int port = disagg.port();
   const std::vector<Completion> ref = RunLoad(port, 0, nullptr);  // matches colocated (above)
