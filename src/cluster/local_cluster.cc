@@ -227,7 +227,10 @@ void LocalCluster::Monitor() {
           router_->StopWaitingForWorkers(why);
           continue;
         }
-        const double backoff_s = std::min(8.0, 0.25 * double(1 << s.restarts_s.size()));
+        // The first restart in the window at once (a request stream is waiting); a crash
+        // loop backs off 0.5, 1, 2, ... 8 s.
+        const double backoff_s =
+            s.restarts_s.empty() ? 0.0 : std::min(8.0, 0.25 * double(1 << s.restarts_s.size()));
         s.restart_at_s = now + backoff_s;
         spdlog::info("restarting the {} worker in {:.2f} s", WorkerRoleName(s.proc.role),
                      backoff_s);

@@ -7,11 +7,11 @@
 //
 // Supervision: a monitor thread reaps children (waitpid, every 100 ms) and kills the ones the
 // router took for dead (silent too long). A dead worker is started again with the same role,
-// cores and arguments after a backoff (0.25 s doubling per recent restart, at most 8 s), and
-// the router adopts it (Router::ReplaceWorker). More than max_restarts restarts of one worker
-// within restart_window_s and the supervisor gives up on it (logged); so does a start that
-// fails. While a worker is down, requests nothing else can serve wait for it in the router
-// (RouterConfig::wait_for_worker_s).
+// cores and arguments at once the first time, then after a backoff (0.5 s doubling per recent
+// restart, at most 8 s), and the router adopts it (Router::ReplaceWorker). More than max_restarts
+// restarts of one worker within restart_window_s (a start that fails counts as one) and the
+// supervisor gives up on it (logged). While a worker is down, requests nothing else can serve wait
+// for it in the router (RouterConfig::wait_for_worker_s).
 #pragma once
 
 #include <sys/types.h>

@@ -224,7 +224,7 @@ std::vector<Completion> RunLoad(int port, int kill_after_tokens,
   return out;
 }
 
-// Polls /health every 50 ms in the background, recording each distinct state in order.
+// Polls /health every 20 ms in the background, recording each distinct state in order.
 class HealthWatch {
  public:
   explicit HealthWatch(int port) : port_(port), thread_([this] { Run(); }) {}
@@ -253,7 +253,7 @@ class HealthWatch {
         std::lock_guard lock(mu_);
         if (states_.empty() || states_.back() != state) states_.push_back(state);
       }
-      std::this_thread::sleep_for(50ms);
+      std::this_thread::sleep_for(20ms);
     }
   }
   int port_;
