@@ -255,6 +255,8 @@ int RunServe(const ServeOptions& o) {
   cv.wait(lock, [&] { return signaled || serve_done; });
   lock.unlock();
   service.StopAccepting();
+  // Ctrl-C reaches the workers too (same process group): their deaths are not failures now.
+  if (cluster) cluster->StopRestarting();
   http_server.Stop();
   lock.lock();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.grace_s);

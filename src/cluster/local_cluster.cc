@@ -74,6 +74,9 @@ Result<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+    // Its own process group: a terminal's Ctrl-C reaches only serve, which drains and then
+    // stops the workers itself (they still die with it, by the death signal above).
+    ::setpgid(0, 0);
     sigset_t all;
     sigfillset(&all);
     ::sigprocmask(SIG_UNBLOCK, &all, nullptr);  // serve blocks SIGTERM for sigwait
@@ -183,6 +186,14 @@ std::vector<WorkerProcess> LocalCluster::workers() const {
   return out;
 }
 
+void LocalCluster::StopRestarting() {
+  {
+    std::lock_guard lock(mu_);
+    no_restarts_ = true;
+  }
+  if (router_) router_->StopWaitingForWorkers("the server is shutting down");
+}
+
 int64_t LocalCluster::num_restarts() const {
   std::lock_guard lock(mu_);
   return restarts_;
@@ -211,7 +222,7 @@ void LocalCluster::Monitor() {
           continue;
         }
       }
-      if (s.proc.pid > 0 || s.given_up) continue;
+      if (s.proc.pid > 0 || s.given_up || no_restarts_) continue;
       if (s.restart_at_s < 0) {
         while (!s.restarts_s.empty() && now - s.restarts_s.front() > config_.restart_window_s) {
           s.restarts_s.pop_front();

@@ -61,6 +61,8 @@ class LocalCluster {
   // The current processes (a restarted worker replaces its predecessor). Thread-safe.
   std::vector<WorkerProcess> workers() const;
   int64_t num_restarts() const;
+  // Draining: dead workers stay dead, and requests waiting for one end now.
+  void StopRestarting();
   // Stops the monitor, shuts the router down, then SIGTERMs the workers and reaps them
   // (SIGKILL after 5 s).
   void Stop();
@@ -84,6 +86,7 @@ class LocalCluster {
   std::condition_variable cv_;
   std::vector<Slot> slots_;
   bool stop_ = false;
+  bool no_restarts_ = false;
   int64_t restarts_ = 0;
   std::thread monitor_;
   std::unique_ptr<Router> router_;
