@@ -142,6 +142,11 @@ struct Worker::Impl : public Executor {
   std::unique_ptr<SharedKvRegion> shm_region;
   std::unique_ptr<ShmOfferServer> shm_server;
   std::unordered_set<const Connection*> shm_peers;  // decode: peers that accepted the region
+  // decode: last frame from each KV peer (pulls queued behind a busy one are not stalled).
+  std::unordered_map<const Connection*, std::chrono::steady_clock::time_point> peer_progress;
+  // decode: blocks of shared-memory pulls aborted on timeout. A frozen prefill worker could
+  // still write them when it resumes, so they never return to the pool (logged).
+  int64_t quarantined_blocks = 0;
 
   KvLayout Layout() const {
     KvLayout l;
@@ -409,6 +414,10 @@ struct Worker::Impl : public Executor {
   void PeerLoop(std::shared_ptr<Connection> peer, std::string key) {
     while (true) {
       Result<Frame> frame = peer->Recv();
+      if (frame.ok()) {
+        std::lock_guard lock(mu);
+        peer_progress[peer.get()] = std::chrono::steady_clock::now();
+      }
       Status s = frame.ok() ? OnPeerFrame(*frame) : frame.status();
       if (!s.ok()) {
         spdlog::warn("KV peer {} lost: {}", key, s.ToString());
@@ -421,6 +430,7 @@ struct Worker::Impl : public Executor {
       std::lock_guard lock(mu);
       if (auto it = peers.find(key); it != peers.end() && it->second == peer) peers.erase(it);
       shm_peers.erase(peer.get());
+      peer_progress.erase(peer.get());
       for (auto it = transfers.begin(); it != transfers.end();) {
         if (it->second.peer != peer) {
           ++it;
@@ -588,10 +598,11 @@ struct Worker::Impl : public Executor {
     }
   }
 
-  // Aborts pulls that received nothing for kv_transfer_timeout_s: their blocks are freed and
-  // the requests reported as transfer failures. The peer connection is closed too: its frames
-  // are ordered, so every later transfer on it is stuck behind the stalled one (PeerLoop then
-  // fails those, and the next pull reconnects). Engine thread.
+  // Aborts pulls whose peer sent nothing for kv_transfer_timeout_s (since the pull, or since
+  // its last frame): the requests are reported as transfer failures and the peer connection is
+  // closed, failing every pull on it (its frames are ordered, so they are all stuck behind the
+  // stalled one; the next pull reconnects). TCP pulls free their blocks; shared-memory pulls
+  // quarantine them (the peer may be frozen, not dead, and write them later). Engine thread.
   void AbortStalledTransfers() {
     const auto now = std::chrono::steady_clock::now();
     const auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -600,16 +611,33 @@ struct Worker::Impl : public Executor {
     std::vector<std::shared_ptr<Connection>> stuck;
     {
       std::lock_guard lock(mu);
+      for (const auto& [rid, t] : transfers) {
+        auto heard = peer_progress.find(t.peer.get());
+        const auto last = heard == peer_progress.end() ? t.last_progress
+                                                       : std::max(t.last_progress, heard->second);
+        if (now - last >= limit && std::find(stuck.begin(), stuck.end(), t.peer) == stuck.end()) {
+          stuck.push_back(t.peer);
+        }
+      }
+      int64_t quarantined = 0;
       for (auto it = transfers.begin(); it != transfers.end();) {
         Transfer& t = it->second;
-        if (now - t.last_progress < limit) {
+        if (std::find(stuck.begin(), stuck.end(), t.peer) == stuck.end()) {
           ++it;
           continue;
         }
-        engine.FreeBlocks(t.blocks);
+        if (t.shm) {
+          quarantined += int64_t(t.blocks.size());
+        } else {
+          engine.FreeBlocks(t.blocks);
+        }
         if (!t.cancelled) failed.push_back(it->first);
-        if (std::find(stuck.begin(), stuck.end(), t.peer) == stuck.end()) stuck.push_back(t.peer);
         it = transfers.erase(it);
+      }
+      if (quarantined > 0) {
+        quarantined_blocks += quarantined;
+        spdlog::warn("{} KV blocks of stalled shared-memory pulls quarantined ({} in all)",
+                     quarantined, quarantined_blocks);
       }
     }
     for (const auto& peer : stuck) {
