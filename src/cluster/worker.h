@@ -55,7 +55,9 @@ struct WorkerConfig {
 
 class Worker {
  public:
-  // executor and tokenizer must outlive the worker; cache is the executor's KV storage.
+  // executor and tokenizer must outlive the worker; cache is the executor's KV storage. A decode
+  // worker with shared memory (kv_transport auto/shm) moves the cache's storage into a mapping
+  // it owns at Start: the cache must not be used after the worker is destroyed.
   Worker(WorkerConfig config, Executor* executor, KvCache* cache, const Tokenizer* tokenizer);
   ~Worker();  // Stop()
 
