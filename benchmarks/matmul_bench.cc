@@ -2,6 +2,7 @@
 //
 //   decode  (num_tokens = 1):   reports weight GB/s (bytes of W read per second): the kernel
 //                               should approach memory bandwidth on matrices larger than cache.
+//   batch16 (num_tokens = 16):  GFLOP/s; what one step of batch-16 decode runs.
 //   prefill (num_tokens = 128): reports GFLOP/s (2 * rows * cols * tokens per second).
 //
 // Shapes: 1536 x 576 (SmolLM2-135M FFN up/gate) and 8192 x 2048 (Llama-3.2-1B FFN up/gate).
@@ -86,11 +87,13 @@ void RegisterAll() {
     for (DType dtype : formats) {
       for (const Shape& s : shapes) {
         if (!RowBytes(dtype, s.cols).has_value()) continue;  // K-quants need cols % 256 == 0
-        for (int64_t tokens : {1, 128}) {
+        for (int64_t tokens : {1, 16, 128}) {
           const std::string name = std::string(cpu::IsaName(isa)) + "/" +
                                    std::string(DTypeName(dtype)) + "/" + std::to_string(s.rows) +
-                                   "x" + std::to_string(s.cols) +
-                                   (tokens == 1 ? "/decode" : "/prefill128");
+                                   "x" + std::to_string(s.cols) + "/" +
+                                   (tokens == 1    ? "decode"
+                                    : tokens == 16 ? "batch16"
+                                                   : "prefill128");
           auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, isa, dtype, s.rows,
                                                  s.cols, tokens);
           b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);

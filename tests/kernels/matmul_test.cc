@@ -28,7 +28,7 @@ std::vector<Shape> Shapes() {
   std::vector<Shape> shapes;
   for (int64_t cols : {96, 256, 512, 576, 1536}) {
     for (int64_t rows : {1, 7, 16, 33}) {
-      for (int64_t tokens : {1, 2, 3, 17}) shapes.push_back({rows, cols, tokens});
+      for (int64_t tokens : {1, 2, 3, 6, 17}) shapes.push_back({rows, cols, tokens});
     }
   }
   return shapes;
@@ -178,6 +178,48 @@ TEST_P(MatMulTest, OutlierPerBlockStaysAccurate) {
       for (int64_t i = 0; i < num_tokens * rows; ++i) {
         ASSERT_GT(ref[i], 0.0f);
         EXPECT_LE(std::fabs(y[i] - ref[i]), 1e-3 * ref[i]) << "output " << i;
+      }
+    }
+  }
+}
+
+// Batch invariance: a token's outputs are bit-identical whether it is multiplied alone (the
+// decode path) or inside a batch of 1-2 or 3+ tokens (the batched path, with token tiles and
+// tails), on one thread or two. Continuous batching relies on this: a sequence's logits must
+// not depend on what else shares its step.
+TEST_P(MatMulTest, BatchedOutputsEqualSingleToken) {
+  const cpu::Isa isa = GetParam();
+  ThreadPool single(1), pair(2);
+  for (DType dtype : kFormats) {
+    for (int64_t cols : {96, 576, 1536}) {
+      if (!RowBytes(dtype, cols).has_value()) continue;
+      SCOPED_TRACE(std::string(DTypeName(dtype)) + " cols=" + std::to_string(cols));
+      const int64_t rows = 37, num_tokens = 11;
+      std::mt19937 rng(11);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      const int64_t row_bytes = static_cast<int64_t>(*RowBytes(dtype, cols));
+      std::vector<uint8_t> weights(row_bytes * rows);
+      std::vector<float> row(cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : row) v = normal(rng);
+        QuantizeRow(dtype, row.data(), weights.data() + r * row_bytes, cols);
+      }
+      std::vector<float> x(num_tokens * cols);
+      for (float& v : x) v = normal(rng);
+      const WeightView view{dtype, weights.data(), rows, cols};
+      std::vector<float> alone(num_tokens * rows);
+      for (int64_t t = 0; t < num_tokens; ++t) {
+        MatMul(view, x.data() + t * cols, 1, alone.data() + t * rows, single, isa);
+      }
+      for (int64_t batch : {2, 3, 6, 11}) {
+        for (ThreadPool* pool : {&single, &pair}) {
+          std::vector<float> y(batch * rows, NAN);
+          MatMul(view, x.data(), batch, y.data(), *pool, isa);
+          for (int64_t i = 0; i < batch * rows; ++i) {
+            ASSERT_EQ(y[i], alone[i]) << "batch " << batch << " threads " << pool->num_threads()
+                                      << " token " << i / rows << " row " << i % rows;
+          }
+        }
       }
     }
   }
