@@ -29,7 +29,7 @@ void ExpectCarriesFrames(Connection& a, Connection& b) {
   ASSERT_EQ(block->bytes.size(), 2 * big.size());
   EXPECT_TRUE(std::equal(big.begin(), big.end(), block->bytes.begin() + big.size()));
   // Other direction.
-  ASSERT_TRUE(b.Send(Encode(KvPullMsg{9, 4})).ok());
+  ASSERT_TRUE(b.Send(Encode(KvPullMsg{9, 4, {}})).ok());
   EXPECT_EQ(DecodeKvPull(*a.Recv())->num_blocks, 4u);
   // Close ends the stream on both sides.
   a.Close();

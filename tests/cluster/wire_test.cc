@@ -162,7 +162,7 @@ TEST(WireTest, SmallMessagesRoundTrip) {
 
   ChallengeMsg c{RandomNonce()};
   EXPECT_EQ(DecodeChallenge(Reframe(Encode(c)))->nonce, c.nonce);
-  EXPECT_EQ(DecodeKvPull(Reframe(Encode(KvPullMsg{5, 17})))->num_blocks, 17u);
+  EXPECT_EQ(DecodeKvPull(Reframe(Encode(KvPullMsg{5, 17, {}})))->num_blocks, 17u);
   Result<KvDoneMsg> done = DecodeKvDone(Reframe(Encode(KvDoneMsg{5, false, "cancelled"})));
   ASSERT_TRUE(done.ok());
   EXPECT_FALSE(done->ok);
