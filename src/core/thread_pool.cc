@@ -48,27 +48,57 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunImpl(Thunk thunk, void* ctx) {
+void ThreadPool::RunImpl(Thunk thunk, void* ctx, bool dynamic) {
   if (num_threads_ == 1) {
     thunk(ctx, 0, 1);
     return;
   }
   thunk_ = thunk;
   ctx_ = ctx;
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  dynamic_ = dynamic;
+  if (!dynamic) pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  join_.store(uint64_t{generation} << 32 | kOpen, std::memory_order_release);
   // seq_cst pairs with the worker's sleeping_workers_ increment before it blocks: either we
   // see it and notify, or it sees the new generation and does not block.
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.store(generation, std::memory_order_seq_cst);
   if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
   thunk(ctx, 0, num_threads_);
 
-  if (SpinUntil([&] { return pending_.load(std::memory_order_acquire) == 0; })) return;
-  caller_sleeping_.store(true, std::memory_order_seq_cst);
-  for (int left = pending_.load(std::memory_order_seq_cst); left != 0;
-       left = pending_.load(std::memory_order_seq_cst)) {
-    pending_.wait(left, std::memory_order_seq_cst);
+  // Blocks until pred() holds: spin, then sleep on `word` (whose waker checks
+  // caller_sleeping_ after its own seq_cst update, pairing with the store below).
+  const auto wait_until = [this](auto& word, auto pred) {
+    if (SpinUntil([&] { return pred(word.load(std::memory_order_acquire)); })) return;
+    caller_sleeping_.store(true, std::memory_order_seq_cst);
+    for (auto v = word.load(std::memory_order_seq_cst); !pred(v);
+         v = word.load(std::memory_order_seq_cst)) {
+      word.wait(v, std::memory_order_seq_cst);
+    }
+    caller_sleeping_.store(false, std::memory_order_relaxed);
+  };
+  if (!dynamic) wait_until(pending_, [](int left) { return left == 0; });
+  // Close the section: a worker arriving from now on skips it. Then wait for those inside
+  // (in a dynamic section they finish the pieces they took; nothing else is left).
+  join_.fetch_and(~kOpen, std::memory_order_acq_rel);
+  wait_until(join_, [](uint64_t s) { return (s & kCountMask) == 0; });
+}
+
+bool ThreadPool::TryEnter(uint32_t generation) {
+  uint64_t s = join_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s & kOpen) == 0 || static_cast<uint32_t>(s >> 32) != generation) return false;
+    if (join_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+      return true;
+    }
   }
-  caller_sleeping_.store(false, std::memory_order_relaxed);
+}
+
+void ThreadPool::Leave() {
+  const uint64_t now = join_.fetch_sub(1, std::memory_order_seq_cst) - 1;
+  if ((now & (kOpen | kCountMask)) == 0 && caller_sleeping_.load(std::memory_order_seq_cst)) {
+    join_.notify_all();
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -78,8 +108,8 @@ void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     if (!SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
       sleeping_workers_.fetch_add(1, std::memory_order_seq_cst);
-      // wait() re-checks the value before blocking, so a Run() that bumped the generation
-      // before our increment was seen is not missed.
+      // wait() re-checks the value before blocking, so a section started before our increment
+      // was visible is not missed.
       while (generation_.load(std::memory_order_seq_cst) == seen) {
         generation_.wait(seen, std::memory_order_seq_cst);
       }
@@ -87,13 +117,17 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
+    // A section that closed while we were on our way (the caller did our share) is skipped;
+    // only sections entered here may touch thunk_ / ctx_, which stay valid until we leave.
+    if (!TryEnter(seen)) continue;
     thunk_(ctx_, index, num_threads_);
-    // The last worker wakes the caller if it stopped spinning (seq_cst pairs with its
-    // caller_sleeping_ store before it re-reads pending_).
-    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+    // The last worker of a Run() wakes the caller if it stopped spinning (seq_cst pairs with
+    // its caller_sleeping_ store before it re-reads pending_).
+    if (!dynamic_ && pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
         caller_sleeping_.load(std::memory_order_seq_cst)) {
-      pending_.notify_one();
+      pending_.notify_all();
     }
+    Leave();
   }
 }
 

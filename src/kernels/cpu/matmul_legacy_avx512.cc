@@ -43,8 +43,9 @@
 // is expanded in registers and used for every token, with the 4 rows' independent dot chains
 // interleaved and the next row tile prefetched. Everything is fully unrolled and force-inlined
 // so the compiler keeps codes, scales and accumulators in registers. Batched (3+ tokens): 4
-// rows are first expanded into L1 scratch, then every tile of 4 tokens runs over them with 16
-// accumulators.
+// rows are first expanded into L1 scratch, then every tile of 3 tokens runs over them: per
+// group the 12 integer dots first (each code and activation register loaded once, 12 int32
+// accumulators), then 12 float accumulators.
 //
 // Batch invariance: both paths use the same layouts, the same integer partial sums per lane and
 // the same float operations in the same order (DotGroup, then Store), so a token's outputs are
@@ -206,6 +207,26 @@ CLEAVE_ALWAYS_INLINE void LoadCodes(const uint8_t* p, int valid_blocks, Codes<F>
   }
 }
 
+// Q4_0's bias8 (other formats have none; never called for them).
+template <typename XGroup>
+CLEAVE_ALWAYS_INLINE const void* BiasOf(const XGroup& x) {
+  if constexpr (requires { x.bias8; }) {
+    return x.bias8;
+  } else {
+    return nullptr;
+  }
+}
+
+// acc += the float value of a group's integer dot i: every path ends a group with exactly these
+// operations, which is what makes outputs independent of the batch (see the top).
+template <Fmt F, typename C>
+CLEAVE_ALWAYS_INLINE __m512 FinishGroup(const C& c, const typename Traits<F>::XGroup& x, __m512i i,
+                                        __m512 acc) {
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(c.scale, _mm512_load_ps(x.dx)), acc);
+  if constexpr (F == Fmt::kQ4_1) acc = _mm512_fmadd_ps(c.min, _mm512_load_ps(x.s), acc);
+  return acc;
+}
+
 // acc += this group's dot with one token's group x; C is Codes<F> (registers) or WGroup
 // (scratch).
 template <Fmt F, typename C>
@@ -214,8 +235,7 @@ CLEAVE_ALWAYS_INLINE __m512 DotGroup(const C& c, const typename Traits<F>::XGrou
   if constexpr (F == Fmt::kQ8_0) {
     __m512i i = _mm512_madd_epi16(c.w[0], xv(0));
     i = _mm512_dpwssd_epi32(i, c.w[1], xv(1));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(c.scale, _mm512_load_ps(x.dx)),
-                           acc);
+    return FinishGroup<F>(c, x, i, acc);
   } else {
     // Two chains of two halve the vpdpwssd latency on the critical path.
     __m512i i0, i1;
@@ -227,10 +247,7 @@ CLEAVE_ALWAYS_INLINE __m512 DotGroup(const C& c, const typename Traits<F>::XGrou
     i1 = _mm512_madd_epi16(c.w[2], xv(2));
     i0 = _mm512_dpwssd_epi32(i0, c.w[1], xv(1));
     i1 = _mm512_dpwssd_epi32(i1, c.w[3], xv(3));
-    const __m512i i = _mm512_add_epi32(i0, i1);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(c.scale, _mm512_load_ps(x.dx)), acc);
-    if constexpr (F == Fmt::kQ4_1) acc = _mm512_fmadd_ps(c.min, _mm512_load_ps(x.s), acc);
-    return acc;
+    return FinishGroup<F>(c, x, _mm512_add_epi32(i0, i1), acc);
   }
 }
 
@@ -409,19 +426,45 @@ void TileExpanded(const WGroup* scratch, const Activations<typename Traits<F>::X
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   }
+  constexpr int kRegs = Traits<F>::kCodeRegs;
   for (int64_t g = 0; g < num_groups; ++g) {
+    // Integer dots for all R x T pairs first, one code register p at a time: each weight and
+    // activation register is loaded once per group and used T or R times (instead of loading
+    // the activations once per row). The integer sums are exact, so this equals DotGroup.
+    __m512i dot[R][T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m512i init =
+          F == Fmt::kQ4_0 ? _mm512_load_si512(BiasOf(x[t][g])) : _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) dot[r][t] = init;
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < kRegs; ++p) {
+      __m512i wv[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) wv[r] = _mm512_load_si512(&scratch[r * num_groups + g].w[p]);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m512i xv = _mm512_load_si512(x[t][g].x[p]);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) dot[r][t] = _mm512_dpwssd_epi32(dot[r][t], wv[r], xv);
+      }
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const WGroup& w = scratch[r * num_groups + g];
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) acc[r][t] = DotGroup<F>(w, x[t][g], acc[r][t]);
+      for (int t = 0; t < T; ++t) {
+        acc[r][t] = FinishGroup<F>(w, x[t][g], dot[r][t], acc[r][t]);
+      }
     }
   }
   Store<R, T>(acc, r0, t0, rows_total, y);
 }
 
 constexpr int kRowTile = 4;
-constexpr int kTokenTile = 4;
+constexpr int kTokenTile = 3;
 
 template <Fmt F, int R>
 void RowsExpanded(const WGroup* scratch, const Activations<typename Traits<F>::XGroup>& xa,
