@@ -26,12 +26,15 @@
 
 #include "bench/client.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/server_process.h"
 
 namespace cleave::bench {
 namespace {
 
 namespace fs = std::filesystem;
 using cleave::testing::CleaveBinary;
+using cleave::testing::FreePort;
+using cleave::testing::ServerProcess;
 using cleave::testing::SourceDir;
 using cleave::testing::TempDir;
 using nlohmann::json;
@@ -54,81 +57,6 @@ std::string Python() {
 bool HasMatplotlib() {
   return std::system((Python() + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0;
 }
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string Replace(std::string s, const std::string& from, const std::string& to) {
-  for (size_t pos; (pos = s.find(from)) != std::string::npos;) s.replace(pos, from.size(), to);
-  return s;
-}
-
-// A server child process, stopped (SIGTERM, then SIGKILL) when this goes out of scope.
-class ServerProcess {
- public:
-  ServerProcess(const std::string& command_template, double ready_timeout_s) {
-    port_ = FreePort();
-    std::string cmd = Replace(command_template, "{port}", std::to_string(port_));
-    log_ = TempDir() + "/server-" + std::to_string(port_) + ".log";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      std::string full = "exec " + cmd + " >" + log_ + " 2>&1";
-      ::execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ClientConfig config;
-    config.base_url = base_url();
-    config.timeout_s = 2;
-    auto deadline = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(ready_timeout_s * 1000));
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (CheckReady(config).ok()) {
-        ready_ = true;
-        break;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    for (int i = 0; i < 50; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  bool ready() const { return ready_; }
-  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string log_tail() const {
-    std::ifstream in(log_);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
-  }
-
- private:
-  int port_ = 0;
-  pid_t pid_ = -1;
-  bool ready_ = false;
-  std::string log_;
-};
 
 struct CommandResult {
   int exit_code = -1;
@@ -173,7 +101,7 @@ class BenchE2eTest : public ::testing::TestWithParam<ServerCase> {
     if (c.command.empty()) GTEST_SKIP() << c.name << ": not available here";
     server_ = std::make_unique<ServerProcess>(c.command, c.fake ? 20 : 180);
     ASSERT_TRUE(server_->ready()) << c.name << " did not become ready: " << c.command << "\n"
-                                  << server_->log_tail();
+                                  << server_->LogTail();
   }
   std::string Bench(const std::string& args) const {
     return "timeout 300 " + CleaveBinary() + " bench --base-url " + server_->base_url() +
@@ -339,7 +267,7 @@ class BenchRobustnessTest : public ::testing::Test {
 
 TEST_F(BenchRobustnessTest, InjectedFailuresAreCountedAndReported) {
   ServerProcess server(Fake("--ttft-ms 20 --token-ms 2 --fail-every 3"), 20);
-  ASSERT_TRUE(server.ready()) << server.log_tail();
+  ASSERT_TRUE(server.ready()) << server.LogTail();
   const fs::path dir = fs::path(TempDir()) / "failures";
   CommandResult r = RunCommand("timeout 120 " + CleaveBinary() + " bench --base-url " +
                                server.base_url() + " --workload jsonl:" + Workload() +
@@ -358,7 +286,7 @@ TEST_F(BenchRobustnessTest, InjectedFailuresAreCountedAndReported) {
 
 TEST_F(BenchRobustnessTest, TimeoutsEndTheRunInBoundedTime) {
   ServerProcess server(Fake("--ttft-ms 5000 --token-ms 2"), 20);
-  ASSERT_TRUE(server.ready()) << server.log_tail();
+  ASSERT_TRUE(server.ready()) << server.LogTail();
   const fs::path dir = fs::path(TempDir()) / "timeouts";
   auto start = std::chrono::steady_clock::now();
   CommandResult r = RunCommand("timeout 60 " + CleaveBinary() + " bench --base-url " +
@@ -390,7 +318,7 @@ TEST_F(BenchRobustnessTest, RefusedConnectionFailsFastWithAClearError) {
 
 TEST_F(BenchRobustnessTest, SyntheticWorkloadUsesServerTokenizer) {
   ServerProcess server(Fake("--ttft-ms 10 --token-ms 1"), 20);
-  ASSERT_TRUE(server.ready()) << server.log_tail();
+  ASSERT_TRUE(server.ready()) << server.LogTail();
   const fs::path dir = fs::path(TempDir()) / "synthetic";
   CommandResult r =
       RunCommand("timeout 120 " + CleaveBinary() + " bench --base-url " + server.base_url() +

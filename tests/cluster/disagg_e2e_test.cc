@@ -19,96 +19,15 @@
 #include <thread>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/server_process.h"
 
 namespace cleave::cluster {
 namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// `cleave serve` as a child process in its own process group (workers included), stopped with
-// SIGTERM (then SIGKILL) at the end.
-class Server {
- public:
-  // env: "NAME=value" exported to the server and its workers (e.g. CLEAVE_FAULT_KV).
-  explicit Server(const std::string& extra_args, const std::string& env = "") {
-    port_ = FreePort();
-    log_ = cleave::testing::TempDir() + "/serve-" + std::to_string(port_) + ".log";
-    const std::string cmd = (env.empty() ? "" : "export " + env + "; ") + "exec " +
-                            cleave::testing::CleaveBinary() + " serve --port " +
-                            std::to_string(port_) + " -m " + cleave::testing::DefaultModelPath() +
-                            " --kv-cache-tokens 4096 " + extra_args + " >" + log_ + " 2>&1";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      httplib::Client c("127.0.0.1", port_);
-      if (auto res = c.Get("/health"); res && res->status == 200) {
-        ready_ = true;
-        break;
-      }
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  ~Server() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  bool ready() const { return ready_; }
-  int port() const { return port_; }
-  // The pid of the first worker of `role` that the server started (from its log), or -1.
-  pid_t WorkerPid(const std::string& role) const {
-    std::ifstream in(log_);
-    const std::string needle = "started " + role + " worker pid ";
-    for (std::string line; std::getline(in, line);) {
-      const size_t at = line.find(needle);
-      if (at != std::string::npos) return std::stoi(line.substr(at + needle.size()));
-    }
-    return -1;
-  }
-  bool LogContains(const std::string& needle) const {
-    std::ifstream in(log_);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.find(needle) != std::string::npos;
-  }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.size() > 3000 ? text.substr(text.size() - 3000) : text;
-  }
-
- private:
-  int port_ = 0;
-  pid_t pid_ = -1;
-  bool ready_ = false;
-  std::string log_;
-};
+using cleave::testing::CleaveServer;
+using cleave::testing::MetricValue;
 
 struct Completion {
   int status = 0;
@@ -182,27 +101,16 @@ std::vector<Completion> CompleteAll(int port, const std::vector<std::string>& pr
   return out;
 }
 
-double Metric(int port, const std::string& name) {
-  httplib::Client c("127.0.0.1", port);
-  auto res = c.Get("/metrics");
-  if (!res) return -1;
-  std::istringstream in(res->body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name + "{", 0) == 0) return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return -1;
-}
-
 // Every KV block free again (workers report every 100 ms; allow a few reports).
-void ExpectNoLeakedBlocks(const Server& s) {
+void ExpectNoLeakedBlocks(const CleaveServer& s) {
   double free_blocks = -1, total = -2;
   for (int i = 0; i < 40 && free_blocks != total; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    free_blocks = Metric(s.port(), "cleave:kv_free_blocks");
-    total = Metric(s.port(), "cleave:kv_total_blocks");
+    free_blocks = MetricValue(s.port(), "cleave:kv_free_blocks");
+    total = MetricValue(s.port(), "cleave:kv_total_blocks");
   }
   EXPECT_GT(total, 0);
-  EXPECT_EQ(free_blocks, total) << s.log();
+  EXPECT_EQ(free_blocks, total) << s.LogTail();
 }
 
 void ExpectSame(const std::vector<Completion>& want, const std::vector<Completion>& got,
@@ -230,8 +138,8 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
   const std::vector<std::string> prompts = Prompts(32);
   std::vector<Completion> single_ref, batch_ref, seeded_ref;
   {
-    Server colocated("--threads 1");
-    ASSERT_TRUE(colocated.ready()) << colocated.log();
+    CleaveServer colocated("--threads 1");
+    ASSERT_TRUE(colocated.ready()) << colocated.LogTail();
     for (int i = 0; i < 8; ++i)
       single_ref.push_back(Complete(colocated.port(), prompts[i], kMaxTokens));
     batch_ref = CompleteAll(colocated.port(), prompts, kMaxTokens);
@@ -247,16 +155,16 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
   // KV over TCP, then through the decode worker's shared-memory cache (same host).
   for (const std::string transport : {"tcp", "shm"}) {
     SCOPED_TRACE("--kv-transport " + transport);
-    Server disagg(
+    CleaveServer disagg(
         "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
         "--kv-transport " +
         transport);
-    ASSERT_TRUE(disagg.ready()) << disagg.log();
+    ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
     std::vector<Completion> single;
     for (int i = 0; i < 8; ++i) single.push_back(Complete(disagg.port(), prompts[i], kMaxTokens));
     ExpectSame(single_ref, single, "disaggregated, one at a time");
     // The transport asked for is the one used (a forced shm pull that cannot map would fail).
-    EXPECT_EQ(disagg.LogContains("over shared memory"), transport == "shm") << disagg.log();
+    EXPECT_EQ(disagg.LogContains("over shared memory"), transport == "shm") << disagg.LogTail();
     ExpectSame(batch_ref, CompleteAll(disagg.port(), prompts, kMaxTokens),
                "disaggregated, 32 at once");
     ExpectNoLeakedBlocks(disagg);
@@ -274,8 +182,8 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     ExpectNoLeakedBlocks(disagg);
   }
   {
-    Server mixed("--mixed-workers 1 --threads 1");
-    ASSERT_TRUE(mixed.ready()) << mixed.log();
+    CleaveServer mixed("--mixed-workers 1 --threads 1");
+    ASSERT_TRUE(mixed.ready()) << mixed.LogTail();
     ExpectSame(batch_ref, CompleteAll(mixed.port(), prompts, kMaxTokens), "mixed worker");
     ExpectNoLeakedBlocks(mixed);
   }
@@ -286,12 +194,12 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
 // /health says 503, and the frontend keeps answering. (Migration and restarts:
 // failover_e2e_test.cc.)
 TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
-  Server disagg(
+  CleaveServer disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
       "--worker-restarts 0");
-  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const pid_t decode_pid = disagg.WorkerPid("decode");
-  ASSERT_GT(decode_pid, 0) << disagg.log();
+  ASSERT_GT(decode_pid, 0) << disagg.LogTail();
   const std::vector<std::string> prompts = Prompts(4);
   std::vector<Completion> results(prompts.size());
   std::vector<std::thread> threads;
@@ -300,7 +208,7 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
     threads.emplace_back([&, i] { results[i] = Complete(disagg.port(), prompts[i], 2000); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  ASSERT_EQ(::kill(decode_pid, SIGKILL), 0);
+  ASSERT_EQ(cleave::testing::SignalPid(decode_pid, SIGKILL), 0);
   for (std::thread& t : threads) t.join();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
   int num_failed = 0;
@@ -325,11 +233,11 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
 // request is either re-prefilled (then its text is the normal greedy text) or fails with a clear
 // "KV transfer failed" error, never hangs; no KV block stays reserved; the next requests work.
 void ExpectTransferFaultHandled(const std::string& fault, const std::string& reason) {
-  Server disagg(
+  CleaveServer disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
       "--kv-transfer-timeout-s 1 --kv-transport tcp",
       "CLEAVE_FAULT_KV=" + fault);
-  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const std::vector<std::string> prompts = Prompts(8);
   const auto start = std::chrono::steady_clock::now();
   // Prompt 7 spans several blocks: 30 layers x 4+ blocks, far more frames than the fault's N.
@@ -338,7 +246,7 @@ void ExpectTransferFaultHandled(const std::string& fault, const std::string& rea
   ExpectNoLeakedBlocks(disagg);
   // The fault fires once: afterwards the same prompt goes through (over a new connection).
   const Completion after = Complete(disagg.port(), prompts[7], 16);
-  ASSERT_EQ(after.status, 200) << after.error << disagg.log();
+  ASSERT_EQ(after.status, 200) << after.error << disagg.LogTail();
   EXPECT_EQ(after.tokens.size(), 16u);
   std::printf("%s: first request -> %d %s\n", fault.c_str(), faulted.status,
               faulted.status == 200 ? "(re-prefilled)" : faulted.error.c_str());

@@ -20,9 +20,11 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/server_process.h"
 
 namespace cleave::cluster {
 namespace {
@@ -30,100 +32,24 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using cleave::testing::CleaveServer;
+using cleave::testing::MetricValue;
 
 constexpr int kMaxTokens = 48;
 constexpr int kNumRequests = 12;
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+// The most tokens a request had streamed when it was migrated (router log lines), or -1.
+int MaxStreamedAtMigration(const CleaveServer& server) {
+  std::istringstream in(server.LogText());
+  int most = -1;
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find(" tokens streamed so far");
+    if (at == std::string::npos || line.find("migrated") == std::string::npos) continue;
+    const size_t start = line.rfind(' ', at - 1) + 1;
+    most = std::max(most, std::stoi(line.substr(start, at - start)));
+  }
+  return most;
 }
-
-// `cleave serve` in its own process group (workers included); SIGTERM, then SIGKILL, at the end.
-class Server {
- public:
-  explicit Server(const std::string& extra_args) {
-    port_ = FreePort();
-    log_ = cleave::testing::TempDir() + "/failover-" + std::to_string(port_) + ".log";
-    const std::string cmd = "exec " + cleave::testing::CleaveBinary() + " serve --port " +
-                            std::to_string(port_) + " -m " + cleave::testing::DefaultModelPath() +
-                            " --kv-cache-tokens 4096 " + extra_args + " >" + log_ + " 2>&1";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + 120s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      httplib::Client c("127.0.0.1", port_);
-      if (auto res = c.Get("/health"); res && res->status == 200) {
-        ready_ = true;
-        break;
-      }
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(100ms);
-    }
-  }
-  ~Server() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(50ms);
-    }
-    ::kill(-pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  bool ready() const { return ready_; }
-  int port() const { return port_; }
-  // The pid of the newest worker of `role` (started or respawned, from the log), or -1.
-  pid_t WorkerPid(const std::string& role) const {
-    std::ifstream in(log_);
-    pid_t pid = -1;
-    for (std::string line; std::getline(in, line);) {
-      for (const std::string verb : {"started ", "respawned "}) {
-        const std::string needle = verb + role + " worker pid ";
-        const size_t at = line.find(needle);
-        if (at != std::string::npos) pid = std::stoi(line.substr(at + needle.size()));
-      }
-    }
-    return pid;
-  }
-  // The most tokens a request had streamed when it was migrated (router log lines), or -1.
-  int MaxStreamedAtMigration() const {
-    std::ifstream in(log_);
-    int most = -1;
-    for (std::string line; std::getline(in, line);) {
-      const size_t at = line.find(" tokens streamed so far");
-      if (at == std::string::npos || line.find("migrated") == std::string::npos) continue;
-      const size_t start = line.rfind(' ', at - 1) + 1;
-      most = std::max(most, std::stoi(line.substr(start, at - start)));
-    }
-    return most;
-  }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
-  }
-
- private:
-  int port_ = 0;
-  pid_t pid_ = -1;
-  bool ready_ = false;
-  std::string log_;
-};
 
 struct Completion {
   int status = 0;
@@ -282,17 +208,6 @@ bool WaitHealthOk(int port, std::chrono::seconds limit) {
   return false;
 }
 
-double Metric(int port, const std::string& name) {
-  httplib::Client c("127.0.0.1", port);
-  auto res = c.Get("/metrics");
-  if (!res) return -1;
-  std::istringstream in(res->body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name + "{", 0) == 0) return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return -1;
-}
-
 void ExpectSameAsReference(const std::vector<Completion>& want, const std::vector<Completion>& got,
                            const std::string& what) {
   ASSERT_EQ(want.size(), got.size());
@@ -317,8 +232,8 @@ class FailoverE2eTest : public ::testing::Test {
 TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   std::vector<Completion> ref;
   {
-    Server colocated("--threads 1");
-    ASSERT_TRUE(colocated.ready()) << colocated.log();
+    CleaveServer colocated("--threads 1");
+    ASSERT_TRUE(colocated.ready()) << colocated.LogTail();
     ref = RunLoad(colocated.port(), 0, nullptr);
   }
   int num_long = 0;
@@ -328,8 +243,9 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   }
   ASSERT_GE(num_long, kNumRequests / 2) << "most references must run many decode steps";
 
-  Server disagg("--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
-  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  CleaveServer disagg(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+  ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const int port = disagg.port();
   {
     const json h = Health(port);
@@ -339,12 +255,13 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
 
   // 1. The decode worker dies mid-stream (about a quarter of the tokens streamed).
   const pid_t decode_pid = disagg.WorkerPid("decode");
-  ASSERT_GT(decode_pid, 0) << disagg.log();
+  ASSERT_GT(decode_pid, 0) << disagg.LogTail();
   HealthWatch watch_decode(port);
-  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4,
-                                        [&] { ASSERT_EQ(::kill(decode_pid, SIGKILL), 0); });
+  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4, [&] {
+    ASSERT_EQ(cleave::testing::SignalPid(decode_pid, SIGKILL), 0);
+  });
   ExpectSameAsReference(ref, got, "decode worker killed");
-  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   watch_decode.Stop();
   {
     const std::vector<std::string> states = watch_decode.states();
@@ -354,11 +271,11 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
         << "no decode worker left must read 503";
     EXPECT_EQ(states.back(), "200 ok");
   }
-  EXPECT_GT(Metric(port, "cleave:migrations_total"), 0) << disagg.log();
+  EXPECT_GT(MetricValue(port, "cleave:migrations_total"), 0) << disagg.LogTail();
   // Some request had streamed tokens when its worker died: its continuation was re-prefilled
   // with them, and its text still matched.
-  EXPECT_GT(disagg.MaxStreamedAtMigration(), 1) << disagg.log();
-  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
+  EXPECT_GT(MaxStreamedAtMigration(disagg), 1) << disagg.LogTail();
+  EXPECT_EQ(MetricValue(port, "cleave:worker_restarts_total"), 1);
   const pid_t new_decode_pid = disagg.WorkerPid("decode");
   EXPECT_GT(new_decode_pid, 0);
   EXPECT_NE(new_decode_pid, decode_pid);
@@ -368,10 +285,10 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   const pid_t prefill_pid = disagg.WorkerPid("prefill");
   ASSERT_GT(prefill_pid, 0);
   HealthWatch watch_prefill(port);
-  const double migrations_before = Metric(port, "cleave:migrations_total");
-  got = RunLoad(port, 2, [&] { ASSERT_EQ(::kill(prefill_pid, SIGKILL), 0); });
+  const double migrations_before = MetricValue(port, "cleave:migrations_total");
+  got = RunLoad(port, 2, [&] { ASSERT_EQ(cleave::testing::SignalPid(prefill_pid, SIGKILL), 0); });
   ExpectSameAsReference(ref, got, "prefill worker killed");
-  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   watch_prefill.Stop();
   {
     const std::vector<std::string> states = watch_prefill.states();
@@ -379,8 +296,8 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
         << "a dead prefill worker with a live decode worker reads degraded";
     EXPECT_EQ(states.back(), "200 ok");
   }
-  EXPECT_GT(Metric(port, "cleave:migrations_total"), migrations_before) << disagg.log();
-  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 2);
+  EXPECT_GT(MetricValue(port, "cleave:migrations_total"), migrations_before) << disagg.LogTail();
+  EXPECT_EQ(MetricValue(port, "cleave:worker_restarts_total"), 2);
 
   // 3. Steady state again: the restarted pair serves the load with the same text, and every
   // KV block on the workers is free afterwards (workers report every 100 ms).
@@ -388,36 +305,36 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   double free_blocks = -1, total = -2;
   for (int i = 0; i < 50 && free_blocks != total; ++i) {
     std::this_thread::sleep_for(100ms);
-    free_blocks = Metric(port, "cleave:kv_free_blocks");
-    total = Metric(port, "cleave:kv_total_blocks");
+    free_blocks = MetricValue(port, "cleave:kv_free_blocks");
+    total = MetricValue(port, "cleave:kv_total_blocks");
   }
   EXPECT_GT(total, 0);
-  EXPECT_EQ(free_blocks, total) << disagg.log();
+  EXPECT_EQ(free_blocks, total) << disagg.LogTail();
   // Transfers were measured (decode workers' reports), and the per-worker gauges are there.
-  EXPECT_GT(Metric(port, "cleave:kv_transfer_bytes_total"), 0);
-  EXPECT_GT(Metric(port, "cleave:kv_transfer_seconds_count"), 0);
-  EXPECT_GE(Metric(port, "cleave:worker_kv_usage_perc"), 0);
-  EXPECT_GE(Metric(port, "cleave:worker_queue_length"), 0);
+  EXPECT_GT(MetricValue(port, "cleave:kv_transfer_bytes_total"), 0);
+  EXPECT_GT(MetricValue(port, "cleave:kv_transfer_seconds_count"), 0);
+  EXPECT_GE(MetricValue(port, "cleave:worker_kv_usage_perc"), 0);
+  EXPECT_GE(MetricValue(port, "cleave:worker_queue_length"), 0);
 }
 
 // --worker-restarts 1: the first death is repaired, the second is not. The supervisor gives up
 // (logged), requests that were waiting for a decode worker end at once with a clear error
 // naming the dead worker (not after the wait limit), /health says 503, new requests get 503.
 TEST_F(FailoverE2eTest, SupervisorGivesUpAfterTheRestartLimit) {
-  Server disagg(
+  CleaveServer disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
       "--worker-restarts 1");
-  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const int port = disagg.port();
   const pid_t first = disagg.WorkerPid("decode");
-  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_EQ(cleave::testing::SignalPid(first, SIGKILL), 0);
   std::this_thread::sleep_for(300ms);
-  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   const pid_t second = disagg.WorkerPid("decode");
-  ASSERT_NE(second, first) << disagg.log();
+  ASSERT_NE(second, first) << disagg.LogTail();
   const auto start = std::chrono::steady_clock::now();
-  std::vector<Completion> got =
-      RunLoad(port, kNumRequests * 4, [&] { ASSERT_EQ(::kill(second, SIGKILL), 0); });
+  std::vector<Completion> got = RunLoad(
+      port, kNumRequests * 4, [&] { ASSERT_EQ(cleave::testing::SignalPid(second, SIGKILL), 0); });
   EXPECT_LT(std::chrono::steady_clock::now() - start, 20s) << "requests waited for a worker "
                                                               "that was never coming back";
   int num_failed = 0;
@@ -436,28 +353,29 @@ TEST_F(FailoverE2eTest, SupervisorGivesUpAfterTheRestartLimit) {
   EXPECT_EQ(res->status, 503) << res->body;
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(disagg.WorkerPid("decode"), second) << "restarted past the limit";
-  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
+  EXPECT_EQ(MetricValue(port, "cleave:worker_restarts_total"), 1);
 }
 
 // A hung decode worker (SIGSTOP: connected, silent) is taken for dead after the silence limit
 // (3 s), SIGKILLed and restarted by the supervisor; its requests continue with the same text.
 // KV over TCP here (the other tests use the default, shared memory on one host).
 TEST_F(FailoverE2eTest, HungWorkerIsReplacedAndItsRequestsMigrate) {
-  Server disagg(
+  CleaveServer disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
       "--kv-transport tcp");
-  ASSERT_TRUE(disagg.ready()) << disagg.log();
+  ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const int port = disagg.port();
   const std::vector<Completion> ref = RunLoad(port, 0, nullptr);  // matches colocated (above)
   const pid_t decode_pid = disagg.WorkerPid("decode");
   ASSERT_GT(decode_pid, 0);
-  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4,
-                                        [&] { ASSERT_EQ(::kill(decode_pid, SIGSTOP), 0); });
+  std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4, [&] {
+    ASSERT_EQ(cleave::testing::SignalPid(decode_pid, SIGSTOP), 0);
+  });
   ExpectSameAsReference(ref, got, "decode worker stopped");
-  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.log();
+  ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   EXPECT_NE(disagg.WorkerPid("decode"), decode_pid);
-  EXPECT_EQ(Metric(port, "cleave:worker_restarts_total"), 1);
-  EXPECT_GT(Metric(port, "cleave:migrations_total"), 0);
+  EXPECT_EQ(MetricValue(port, "cleave:worker_restarts_total"), 1);
+  EXPECT_GT(MetricValue(port, "cleave:migrations_total"), 0);
 }
 
 }  // namespace
