@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,10 +14,38 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "bench/workload.h"
 
 namespace cleave::planner {
+
+namespace {
+
+// (input_length, output_length) of each line of a Mooncake-style trace file, scaled.
+Result<std::vector<std::pair<int64_t, int64_t>>> ReadTraceLengths(const std::string& path,
+                                                                  double length_scale) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read trace file '{}'", path);
+  std::vector<std::pair<int64_t, int64_t>> out;
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("input_length") || !j.contains("output_length") ||
+        !j["input_length"].is_number_integer() || !j["output_length"].is_number_integer()) {
+      return InvalidArgument("{}:{}: expected {{\"input_length\": n, \"output_length\": n}}", path,
+                             line_no);
+    }
+    out.emplace_back(bench::ScaleLength(j["input_length"].get<int64_t>(), length_scale),
+                     bench::ScaleLength(j["output_length"].get<int64_t>(), length_scale));
+  }
+  if (out.empty()) return InvalidArgument("trace file '{}' has no requests", path);
+  return out;
+}
+
+}  // namespace
 
 Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, uint64_t seed,
                                       int64_t max_context, double length_scale) {
@@ -32,6 +61,9 @@ Result<PlanWorkload> LoadPlanWorkload(const std::string& spec, int64_t count, ui
       raw.emplace_back(bench::ScaleLength(p.input_tokens, length_scale),
                        bench::ScaleLength(p.output_tokens, length_scale));
     }
+  } else if (spec.starts_with("trace:")) {
+    // Only the lengths matter here, so no prompt text is cut from a corpus.
+    CLEAVE_ASSIGN_OR_RETURN(raw, ReadTraceLengths(spec.substr(6), length_scale));
   } else {
     std::string source = spec;
     if (spec.find(':') == std::string::npos && spec.ends_with(".jsonl")) source = "jsonl:" + spec;
