@@ -11,7 +11,8 @@
 # scaled from), then a sweep over RATES_<workload> with NUM_PROMPTS requests per rate. Every
 # request's TTFT/TPOT is kept (JSONL), so the report can score any SLO afterwards.
 # Environment: WORKLOADS, RATES_chatbot, RATES_summarization, NUM_PROMPTS, LENGTH_SCALE, PORT,
-# CLEAVE_BINARY, MODES ("colocated disaggregated").
+# CLEAVE_BINARY, MODES ("colocated disaggregated"); SWEEP_NAME (default "sweep") and
+# SKIP_UNLOADED=1 add more rates to an earlier OUT_DIR (the report reads every sweep* directory).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cleave="${CLEAVE_BINARY:-$root/build/cleave}"
@@ -19,10 +20,11 @@ out="${1:-$root/bench-results/goodput-$(date +%Y%m%d-%H%M%S)}"
 port="${PORT:-8123}"
 workloads="${WORKLOADS:-chatbot summarization}"
 modes="${MODES:-colocated disaggregated}"
-num_prompts="${NUM_PROMPTS:-30}"
+num_prompts="${NUM_PROMPTS:-40}"
 length_scale="${LENGTH_SCALE:-0.25}"
-RATES_chatbot="${RATES_chatbot:-0.3,0.6,0.9,1.2,1.5}"
-RATES_summarization="${RATES_summarization:-0.2,0.4,0.6,0.8,1.0}"
+RATES_chatbot="${RATES_chatbot:-1,2,3,4,5}"
+RATES_summarization="${RATES_summarization:-0.5,1,1.5,2,2.5,3}"
+sweep="${SWEEP_NAME:-sweep}"
 mkdir -p "$out"
 server_pid=""
 stop_server() {
@@ -41,18 +43,23 @@ for mode in $modes; do
     disaggregated) serve_args=(--prefill-workers 1 --decode-workers 1) ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
+  # Every rate of a sweep sends the same seeded prompts: with prefix caching on, later rates
+  # would find the earlier rates' KV and skip most of their prefill.
+  serve_args+=(--no-prefix-caching)
   "$cleave" serve --port "$port" "${serve_args[@]}" >"$out/$mode-server.log" 2>&1 &
   server_pid=$!
   for wl in $workloads; do
     rates_var="RATES_$wl"
     common=(--base-url "http://127.0.0.1:$port" --workload "$wl" --length-scale "$length_scale"
             --seed 0 --no-progress --no-plot --ready-timeout 300 --num-cores 2)
-    echo "== $mode / $wl: unloaded"
-    "$cleave" bench "${common[@]}" -n 8 --max-concurrency 1 --num-warmups 2 \
-      --result-dir "$out/$mode/$wl/unloaded" >"$out/$mode-$wl-unloaded.txt" 2>&1
+    if [[ -z "${SKIP_UNLOADED:-}" ]]; then
+      echo "== $mode / $wl: unloaded"
+      "$cleave" bench "${common[@]}" -n 8 --max-concurrency 1 --num-warmups 2 \
+        --result-dir "$out/$mode/$wl/unloaded" >"$out/$mode-$wl-unloaded.txt" 2>&1
+    fi
     echo "== $mode / $wl: rates ${!rates_var}"
     "$cleave" bench "${common[@]}" -n "$num_prompts" --rates "${!rates_var}" \
-      --result-dir "$out/$mode/$wl/sweep" >"$out/$mode-$wl-sweep.txt" 2>&1
+      --result-dir "$out/$mode/$wl/$sweep" >"$out/$mode-$wl-$sweep.txt" 2>&1
   done
   stop_server
 done

@@ -48,6 +48,15 @@ def load_runs(run_dir):
     return sorted(runs, key=lambda r: r[0])
 
 
+def load_sweeps(wl_dir):
+    """Every sweep* directory of one mode and workload, merged by rate."""
+    runs = []
+    for name in sorted(os.listdir(wl_dir)):
+        if name.startswith("sweep") and os.path.isdir(os.path.join(wl_dir, name)):
+            runs += load_runs(os.path.join(wl_dir, name))
+    return sorted(runs, key=lambda r: r[0])
+
+
 def meets(record, ttft_ms, tpot_ms):
     if not record.get("success"):
         return False
@@ -121,7 +130,7 @@ def main():
             t, p, pin, pout = unloaded[m]
             lines.append(f"| {m} | {t:.0f} ms | {p:.1f} ms | {pin:.0f} / {pout:.0f} |")
         lines.append("")
-        sweeps = {m: load_runs(os.path.join(out, m, wl, "sweep")) for m in modes}
+        sweeps = {m: load_sweeps(os.path.join(out, m, wl)) for m in modes}
         header = "| SLO (TTFT / TPOT) | " + " | ".join(f"{m} goodput (req/s)" for m in modes)
         if len(modes) == 2:
             header += " | disaggregated / colocated"

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from goodput_report import attainment, load_runs, median  # noqa: E402
+from goodput_report import attainment, load_runs, load_sweeps, median  # noqa: E402
 
 PLACEMENT = {"colocated": "colocated", "disaggregated": "1p1d"}
 
@@ -28,6 +28,8 @@ def main():
     ap.add_argument("fit")
     ap.add_argument("--cleave", default=os.path.join(os.path.dirname(__file__), "..", "build", "cleave"))
     ap.add_argument("--slo-scale", type=float, default=3.0)
+    ap.add_argument("--cores", type=int, default=2,
+                    help="cores the plan gives the colocated engine (its thread count)")
     args = ap.parse_args()
     out = args.out_dir
     modes = [m for m in PLACEMENT if os.path.isdir(os.path.join(out, m))]
@@ -43,26 +45,25 @@ def main():
         ttft = args.slo_scale * median([r["ttft_ms"] for r in base])
         tpot = args.slo_scale * median([r["tpot_ms"] for r in base if r.get("tpot_ms") is not None])
         for m in modes:
-            runs = load_runs(os.path.join(out, m, wl, "sweep"))
-            records = sorted(runs[0][1], key=lambda r: r["index"])
-            trace = os.path.join(out, m, wl, "lengths_trace.jsonl")
-            with open(trace, "w") as f:
-                for r in records:
-                    out_len = r.get("expected_output_tokens") or r.get("output_tokens") or 1
-                    f.write(json.dumps({"timestamp": 0, "input_length": r["prompt_tokens"],
-                                        "output_length": out_len}) + "\n")
-            rates = [rate for rate, _ in runs]
-            cmd = [args.cleave, "plan", "--hardware", "local", "--profile", args.fit, "--cores", "2",
-                   "--workload", "trace:" + trace, "--predict-rates", ",".join(f"{r:g}" for r in rates),
-                   "--placement", PLACEMENT[m], "--num-requests", str(len(records)), "--seed", "0",
-                   "--ttft", f"{ttft / 1e3:.6f}", "--tpot", f"{tpot / 1e3:.6f}", "--json"]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                sys.exit(f"cleave plan failed: {' '.join(cmd)}\n{res.stderr}")
-            predicted = {p["rate_rps"]: p["attainment"] for p in json.loads(res.stdout)["rates"]}
-            for rate, rs in runs:
-                measured = attainment(rs, ttft, tpot)
-                pred = predicted[rate]
+            for rate, records in load_sweeps(os.path.join(out, m, wl)):
+                # The lengths this run's requests had, in order, as a trace; same seeded arrivals.
+                records = sorted(records, key=lambda r: r["index"])
+                trace = os.path.join(out, m, wl, f"lengths_{rate:g}.jsonl")
+                with open(trace, "w") as f:
+                    for r in records:
+                        out_len = r.get("expected_output_tokens") or r.get("output_tokens") or 1
+                        f.write(json.dumps({"timestamp": 0, "input_length": r["prompt_tokens"],
+                                            "output_length": out_len}) + "\n")
+                cmd = [args.cleave, "plan", "--hardware", "local", "--profile", args.fit,
+                       "--cores", str(args.cores), "--workload", "trace:" + trace,
+                       "--predict-rates", f"{rate:g}", "--placement", PLACEMENT[m],
+                       "--num-requests", str(len(records)), "--seed", "0",
+                       "--ttft", f"{ttft / 1e3:.6f}", "--tpot", f"{tpot / 1e3:.6f}", "--json"]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    sys.exit(f"cleave plan failed: {' '.join(cmd)}\n{res.stderr}")
+                pred = json.loads(res.stdout)["rates"][0]["attainment"]
+                measured = attainment(records, ttft, tpot)
                 diffs.append(abs(measured - pred))
                 lines.append(f"| {wl} | {m} | {ttft / 1e3:.2f} s / {tpot:.0f} ms | {rate:g} | "
                              f"{100 * measured:.0f}% | {100 * pred:.0f}% | {100 * (pred - measured):+.0f} pp |")
