@@ -101,8 +101,8 @@ LocalEngine MakeEngine(std::unique_ptr<Model> model, const GenerateOptions& o, i
       o.context > 0 ? o.context : std::min<int64_t>(l.model->config().context_length, 8192);
   EngineConfig config;
   config.block_size = 16;
-  config.num_blocks = static_cast<int32_t>(
-      (std::max(kv_tokens, context) + config.block_size - 1) / config.block_size);
+  config.num_blocks = static_cast<int32_t>((std::max(kv_tokens, context) + config.block_size - 1) /
+                                           config.block_size);
   config.max_model_len = static_cast<int32_t>(context);
   config.seed = o.seed >= 0 ? static_cast<uint64_t>(o.seed) : std::random_device{}();
   l.executor =
