@@ -163,8 +163,9 @@ def main():
                 lines.append(f"| {label} | {m} | " + " | ".join(cells) + " |")
         lines.append("")
         if plt is not None:
-            fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-            for ax, (label, _, _) in zip(axes, [SLOS[0], SLOS[3], SLOS[5]]):
+            fig, grid = plt.subplots(2, 3, figsize=(15, 7.5), sharey=True)
+            axes = grid.flatten()
+            for ax, (label, _, _) in zip(axes, SLOS):
                 for m, style in zip(modes, ("o-", "s--")):
                     curve = curves_for_plot[(label, m)]
                     ax.plot([r for r, _ in curve], [100 * a for _, a in curve], style, label=m)
@@ -173,7 +174,8 @@ def main():
                 ax.set_xlabel("request rate (req/s)")
                 ax.set_ylim(0, 105)
                 ax.grid(alpha=0.3)
-            axes[0].set_ylabel("SLO attainment (%)")
+            for ax in grid[:, 0]:
+                ax.set_ylabel("SLO attainment (%)")
             axes[0].legend()
             fig.tight_layout()
             os.makedirs(plots_dir, exist_ok=True)
