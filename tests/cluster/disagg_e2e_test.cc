@@ -13,11 +13,11 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <thread>
 
+#include "tests/testing/completions.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/server_process.h"
 
@@ -25,17 +25,9 @@ namespace cleave::cluster {
 namespace {
 
 using nlohmann::json;
-namespace fs = std::filesystem;
 using cleave::testing::CleaveServer;
+using cleave::testing::Completion;
 using cleave::testing::MetricValue;
-
-struct Completion {
-  int status = 0;
-  std::string text;
-  std::vector<std::string> tokens;  // one per generated token
-  std::string finish_reason;
-  std::string error;
-};
 
 // Greedy unless seed is given (then temperature 0.8 with that seed).
 Completion Complete(int port, const std::string& prompt, int max_tokens,
@@ -101,35 +93,11 @@ std::vector<Completion> CompleteAll(int port, const std::vector<std::string>& pr
   return out;
 }
 
-// Every KV block free again (workers report every 100 ms; allow a few reports).
-void ExpectNoLeakedBlocks(const CleaveServer& s) {
-  double free_blocks = -1, total = -2;
-  for (int i = 0; i < 40 && free_blocks != total; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    free_blocks = MetricValue(s.port(), "cleave:kv_free_blocks");
-    total = MetricValue(s.port(), "cleave:kv_total_blocks");
-  }
-  EXPECT_GT(total, 0);
-  EXPECT_EQ(free_blocks, total) << s.LogTail();
-}
-
-void ExpectSame(const std::vector<Completion>& want, const std::vector<Completion>& got,
-                const std::string& mode) {
-  ASSERT_EQ(want.size(), got.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    ASSERT_EQ(got[i].status, 200) << mode << " prompt " << i << ": " << got[i].error;
-    ASSERT_EQ(want[i].status, 200) << want[i].error;
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << mode << " prompt " << i;
-    EXPECT_EQ(got[i].text, want[i].text) << mode << " prompt " << i;
-    EXPECT_EQ(got[i].finish_reason, want[i].finish_reason) << mode << " prompt " << i;
-  }
-}
-
 class DisaggE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(cleave::testing::CleaveBinary())) GTEST_SKIP() << "cleave binary not built";
-    if (cleave::testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model not installed";
+    const std::string missing = cleave::testing::ServeTestPrerequisitesMissing();
+    if (!missing.empty()) GTEST_SKIP() << missing;
   }
 };
 
@@ -162,30 +130,32 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
     std::vector<Completion> single;
     for (int i = 0; i < 8; ++i) single.push_back(Complete(disagg.port(), prompts[i], kMaxTokens));
-    ExpectSame(single_ref, single, "disaggregated, one at a time");
+    cleave::testing::ExpectSameCompletions(single_ref, single, "disaggregated, one at a time");
     // The transport asked for is the one used (a forced shm pull that cannot map would fail).
     EXPECT_EQ(disagg.LogContains("over shared memory"), transport == "shm") << disagg.LogTail();
-    ExpectSame(batch_ref, CompleteAll(disagg.port(), prompts, kMaxTokens),
-               "disaggregated, 32 at once");
-    ExpectNoLeakedBlocks(disagg);
+    cleave::testing::ExpectSameCompletions(
+        batch_ref, CompleteAll(disagg.port(), prompts, kMaxTokens), "disaggregated, 32 at once");
+    cleave::testing::ExpectAllKvBlocksFree(disagg);
     // Seeded sampling: the decode worker continues the prefill worker's random stream.
     std::vector<Completion> seeded;
     for (int i = 0; i < 3; ++i)
       seeded.push_back(Complete(disagg.port(), prompts[i], kMaxTokens, 1000 + i));
-    ExpectSame(seeded_ref, seeded, "disaggregated, seeded temperature 0.8");
+    cleave::testing::ExpectSameCompletions(seeded_ref, seeded,
+                                           "disaggregated, seeded temperature 0.8");
     EXPECT_NE(seeded_ref[0].tokens, single_ref[0].tokens) << "the seeded run was greedy";
     // max_tokens 1: the prefill worker's token is the whole answer, nothing is staged.
     Completion one = Complete(disagg.port(), prompts[0], 1);
     ASSERT_EQ(one.status, 200) << one.error;
     EXPECT_EQ(one.tokens, std::vector<std::string>(single_ref[0].tokens.begin(),
                                                    single_ref[0].tokens.begin() + 1));
-    ExpectNoLeakedBlocks(disagg);
+    cleave::testing::ExpectAllKvBlocksFree(disagg);
   }
   {
     CleaveServer mixed("--mixed-workers 1 --threads 1");
     ASSERT_TRUE(mixed.ready()) << mixed.LogTail();
-    ExpectSame(batch_ref, CompleteAll(mixed.port(), prompts, kMaxTokens), "mixed worker");
-    ExpectNoLeakedBlocks(mixed);
+    cleave::testing::ExpectSameCompletions(
+        batch_ref, CompleteAll(mixed.port(), prompts, kMaxTokens), "mixed worker");
+    cleave::testing::ExpectAllKvBlocksFree(mixed);
   }
 }
 
@@ -243,7 +213,7 @@ void ExpectTransferFaultHandled(const std::string& fault, const std::string& rea
   // Prompt 7 spans several blocks: 30 layers x 4+ blocks, far more frames than the fault's N.
   const Completion faulted = Complete(disagg.port(), prompts[7], 16);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
-  ExpectNoLeakedBlocks(disagg);
+  cleave::testing::ExpectAllKvBlocksFree(disagg);
   // The fault fires once: afterwards the same prompt goes through (over a new connection).
   const Completion after = Complete(disagg.port(), prompts[7], 16);
   ASSERT_EQ(after.status, 200) << after.error << disagg.LogTail();
@@ -257,10 +227,10 @@ void ExpectTransferFaultHandled(const std::string& fault, const std::string& rea
     EXPECT_NE(faulted.error.find("KV transfer failed"), std::string::npos) << faulted.error;
     EXPECT_NE(faulted.error.find(reason), std::string::npos) << faulted.error;
   }
-  ExpectSame(std::vector<Completion>(4, after),
-             CompleteAll(disagg.port(), std::vector<std::string>(4, prompts[7]), 16),
-             "after the fault");
-  ExpectNoLeakedBlocks(disagg);
+  cleave::testing::ExpectSameCompletions(
+      std::vector<Completion>(4, after),
+      CompleteAll(disagg.port(), std::vector<std::string>(4, prompts[7]), 16), "after the fault");
+  cleave::testing::ExpectAllKvBlocksFree(disagg);
   EXPECT_TRUE(disagg.LogContains("fault injection armed")) << "the fault never fired";
 }
 

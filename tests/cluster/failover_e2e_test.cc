@@ -16,13 +16,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "tests/testing/completions.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/server_process.h"
 
@@ -31,8 +31,8 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 using cleave::testing::CleaveServer;
+using cleave::testing::Completion;
 using cleave::testing::MetricValue;
 
 constexpr int kMaxTokens = 48;
@@ -50,14 +50,6 @@ int MaxStreamedAtMigration(const CleaveServer& server) {
   }
   return most;
 }
-
-struct Completion {
-  int status = 0;
-  std::string text;
-  std::vector<std::string> tokens;
-  std::string finish_reason;
-  std::string error;
-};
 
 // A streaming greedy completion; `tokens_seen` counts the tokens as they arrive.
 Completion Stream(int port, const std::string& prompt, std::atomic<int>* tokens_seen) {
@@ -208,24 +200,11 @@ bool WaitHealthOk(int port, std::chrono::seconds limit) {
   return false;
 }
 
-void ExpectSameAsReference(const std::vector<Completion>& want, const std::vector<Completion>& got,
-                           const std::string& what) {
-  ASSERT_EQ(want.size(), got.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    ASSERT_EQ(want[i].status, 200) << want[i].error;
-    EXPECT_EQ(got[i].status, 200) << what << " request " << i << ": " << got[i].error;
-    EXPECT_TRUE(got[i].error.empty()) << what << " request " << i << ": " << got[i].error;
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << what << " request " << i;
-    EXPECT_EQ(got[i].text, want[i].text) << what << " request " << i;
-    EXPECT_EQ(got[i].finish_reason, want[i].finish_reason) << what << " request " << i;
-  }
-}
-
 class FailoverE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(cleave::testing::CleaveBinary())) GTEST_SKIP() << "cleave binary not built";
-    if (cleave::testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model not installed";
+    const std::string missing = cleave::testing::ServeTestPrerequisitesMissing();
+    if (!missing.empty()) GTEST_SKIP() << missing;
   }
 };
 
@@ -260,7 +239,7 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4, [&] {
     ASSERT_EQ(cleave::testing::SignalPid(decode_pid, SIGKILL), 0);
   });
-  ExpectSameAsReference(ref, got, "decode worker killed");
+  cleave::testing::ExpectSameCompletions(ref, got, "decode worker killed");
   ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   watch_decode.Stop();
   {
@@ -287,7 +266,7 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   HealthWatch watch_prefill(port);
   const double migrations_before = MetricValue(port, "cleave:migrations_total");
   got = RunLoad(port, 2, [&] { ASSERT_EQ(cleave::testing::SignalPid(prefill_pid, SIGKILL), 0); });
-  ExpectSameAsReference(ref, got, "prefill worker killed");
+  cleave::testing::ExpectSameCompletions(ref, got, "prefill worker killed");
   ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   watch_prefill.Stop();
   {
@@ -301,15 +280,8 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
 
   // 3. Steady state again: the restarted pair serves the load with the same text, and every
   // KV block on the workers is free afterwards (workers report every 100 ms).
-  ExpectSameAsReference(ref, RunLoad(port, 0, nullptr), "after both restarts");
-  double free_blocks = -1, total = -2;
-  for (int i = 0; i < 50 && free_blocks != total; ++i) {
-    std::this_thread::sleep_for(100ms);
-    free_blocks = MetricValue(port, "cleave:kv_free_blocks");
-    total = MetricValue(port, "cleave:kv_total_blocks");
-  }
-  EXPECT_GT(total, 0);
-  EXPECT_EQ(free_blocks, total) << disagg.LogTail();
+  cleave::testing::ExpectSameCompletions(ref, RunLoad(port, 0, nullptr), "after both restarts");
+  cleave::testing::ExpectAllKvBlocksFree(disagg);
   // Transfers were measured (decode workers' reports), and the per-worker gauges are there.
   EXPECT_GT(MetricValue(port, "cleave:kv_transfer_bytes_total"), 0);
   EXPECT_GT(MetricValue(port, "cleave:kv_transfer_seconds_count"), 0);
@@ -371,7 +343,7 @@ TEST_F(FailoverE2eTest, HungWorkerIsReplacedAndItsRequestsMigrate) {
   std::vector<Completion> got = RunLoad(port, kNumRequests * kMaxTokens / 4, [&] {
     ASSERT_EQ(cleave::testing::SignalPid(decode_pid, SIGSTOP), 0);
   });
-  ExpectSameAsReference(ref, got, "decode worker stopped");
+  cleave::testing::ExpectSameCompletions(ref, got, "decode worker stopped");
   ASSERT_TRUE(WaitHealthOk(port, 60s)) << disagg.LogTail();
   EXPECT_NE(disagg.WorkerPid("decode"), decode_pid);
   EXPECT_EQ(MetricValue(port, "cleave:worker_restarts_total"), 1);
