@@ -24,10 +24,10 @@
 namespace cleave::cluster {
 namespace {
 
-using nlohmann::json;
 using cleave::testing::CleaveServer;
 using cleave::testing::Completion;
 using cleave::testing::MetricValue;
+using nlohmann::json;
 
 // Greedy unless seed is given (then temperature 0.8 with that seed).
 Completion Complete(int port, const std::string& prompt, int max_tokens,
