@@ -93,13 +93,7 @@ std::vector<Completion> CompleteAll(int port, const std::vector<std::string>& pr
   return out;
 }
 
-class DisaggE2eTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string missing = cleave::testing::ServeTestPrerequisitesMissing();
-    if (!missing.empty()) GTEST_SKIP() << missing;
-  }
-};
+class DisaggE2eTest : public cleave::testing::CleaveServeTest {};
 
 TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
   constexpr int kMaxTokens = 24;

@@ -200,13 +200,7 @@ bool WaitHealthOk(int port, std::chrono::seconds limit) {
   return false;
 }
 
-class FailoverE2eTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string missing = cleave::testing::ServeTestPrerequisitesMissing();
-    if (!missing.empty()) GTEST_SKIP() << missing;
-  }
-};
+class FailoverE2eTest : public cleave::testing::CleaveServeTest {};
 
 TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   std::vector<Completion> ref;

@@ -2,6 +2,8 @@
 // the client saw it, token-for-token comparison against a reference run, and the KV-leak check.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
 
@@ -19,6 +21,15 @@ struct Completion {
 
 // Non-empty (the reason) when the cleave binary or the default model is missing.
 std::string ServeTestPrerequisitesMissing();
+
+// Fixture of the tests that start `cleave serve`: skips them when ServeTestPrerequisitesMissing.
+class CleaveServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string missing = ServeTestPrerequisitesMissing();
+    if (!missing.empty()) GTEST_SKIP() << missing;
+  }
+};
 
 // Every completion of `got` succeeded and equals `want` token for token (text, finish reason).
 void ExpectSameCompletions(const std::vector<Completion>& want, const std::vector<Completion>& got,
