@@ -171,6 +171,28 @@ std::unique_ptr<Router> Connect(std::vector<FakeWorker*> workers, double wait_s 
   return r.ok() ? std::move(*r) : nullptr;
 }
 
+// The start of a split request: the router sends `request` to prefill worker p (its first
+// request), p reports token `first` with the KV staged, and decode worker d (its first request)
+// is asked to pull it. nullopt (with a test failure) if any step does not happen.
+struct Split {
+  RequestId id = 0;
+  AddRequestMsg pre, dec;
+};
+std::optional<Split> StartSplit(Router& router, FakeWorker& p, FakeWorker& d, Request request,
+                                TokenId first) {
+  Result<RequestId> id = router.AddRequest(std::move(request));
+  EXPECT_TRUE(id.ok());
+  if (!id.ok()) return std::nullopt;
+  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
+  EXPECT_TRUE(pre);
+  if (!pre) return std::nullopt;
+  p.Send(pre->request_id, {first}, false, FinishReason::kNone, /*kv_staged=*/true);
+  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
+  EXPECT_TRUE(dec);
+  if (!dec) return std::nullopt;
+  return Split{*id, *pre, *dec};
+}
+
 TEST(RouterMigrationTest, MixedWorkerDiesRequestContinuesOnAnother) {
   FakeWorker a(WorkerRole::kMixed), b(WorkerRole::kMixed);
   auto router = Connect({&a, &b});
@@ -252,17 +274,12 @@ TEST(RouterMigrationTest, FailedPullIsPrefilledAgain) {
   FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
   auto router = Connect({&p, &d});
   ASSERT_TRUE(router);
-  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
-  ASSERT_TRUE(id.ok());
-  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
-  ASSERT_TRUE(pre);
-  p.Send(pre->request_id, {10}, false, FinishReason::kNone, true);
-  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
-  ASSERT_TRUE(dec);
-  d.Send(dec->request_id, {}, true, FinishReason::kError, false, "transfer cut");
+  std::optional<Split> split = StartSplit(*router, p, d, Greedy({1, 2, 3}, 4), 10);
+  ASSERT_TRUE(split);
+  d.Send(split->dec.request_id, {}, true, FinishReason::kError, false, "transfer cut");
   std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
   ASSERT_TRUE(pre2);
-  EXPECT_TRUE(p.WaitCancel(pre->request_id));  // the staged KV of the old attempt is dropped
+  EXPECT_TRUE(p.WaitCancel(split->pre.request_id));  // the staged KV of the old attempt is dropped
   EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
   EXPECT_EQ(pre2->request.params.max_tokens, 3);
   p.Send(pre2->request_id, {11}, false, FinishReason::kNone, true);
@@ -270,7 +287,7 @@ TEST(RouterMigrationTest, FailedPullIsPrefilledAgain) {
   ASSERT_TRUE(dec2);
   d.Send(dec2->request_id, {12, 13}, true, FinishReason::kLength);
   Stream s;
-  Collect(*router, *id, s);
+  Collect(*router, split->id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13}));
   EXPECT_EQ(s.num_finished, 1);
   EXPECT_EQ(router->cluster_status().kv_transfer_failures.at("transfer_error"), 1);
@@ -280,22 +297,17 @@ TEST(RouterMigrationTest, PrefillWorkerDiesBeforeThePullDecodeWorkerRunsItWhole)
   FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
   auto router = Connect({&p, &d});
   ASSERT_TRUE(router);
-  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
-  ASSERT_TRUE(id.ok());
-  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
-  ASSERT_TRUE(pre);
-  p.Send(pre->request_id, {10}, false, FinishReason::kNone, true);
-  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
-  ASSERT_TRUE(dec);
+  std::optional<Split> split = StartSplit(*router, p, d, Greedy({1, 2, 3}, 4), 10);
+  ASSERT_TRUE(split);
   p.Kill();  // the decode worker sent no token yet: it may not have the KV
-  EXPECT_TRUE(d.WaitCancel(dec->request_id));
+  EXPECT_TRUE(d.WaitCancel(split->dec.request_id));
   std::optional<AddRequestMsg> full = d.WaitAdd(1);
   ASSERT_TRUE(full);
   EXPECT_EQ(full->mode, RequestMode::kFull);
   EXPECT_EQ(full->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
   d.Send(full->request_id, {11, 12, 13}, true, FinishReason::kLength);
   Stream s;
-  Collect(*router, *id, s);
+  Collect(*router, split->id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13}));
   EXPECT_EQ(router->cluster_status().kv_transfer_failures.at("prefill_worker_died"), 1);
   // Degraded but serving: new requests go to the decode worker whole.
