@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -36,6 +37,10 @@ class Executor {
   virtual Result<Logits> Execute(const ScheduledBatch& batch) = 0;
   // Width of each logits row.
   virtual int32_t vocab_size() const = 0;
+  // During later Execute calls, fn(layer) runs on the executing thread as soon as that layer's
+  // K and V for the whole batch are in the cache (layer-wise KV transfer). Executors without
+  // layers ignore it; callers must then treat a step's KV as complete only when Execute returns.
+  virtual void SetLayerKvObserver(std::function<void(int64_t layer)> fn) { (void)fn; }
 };
 
 }  // namespace cleave

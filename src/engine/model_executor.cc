@@ -16,7 +16,7 @@ Result<Logits> ModelExecutor::Execute(const ScheduledBatch& batch) {
   }
   Logits logits;
   logits.vocab_size = vocab_size();
-  CLEAVE_RETURN_IF_ERROR(model_.Forward(items_, cache_, pool_, &logits.data));
+  CLEAVE_RETURN_IF_ERROR(model_.Forward(items_, cache_, pool_, &logits.data, on_layer_kv_));
   return logits;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 
 #include "core/thread_pool.h"
 #include "engine/executor.h"
@@ -20,6 +21,9 @@ class ModelExecutor : public Executor {
 
   Result<Logits> Execute(const ScheduledBatch& batch) override;
   int32_t vocab_size() const override { return static_cast<int32_t>(model_.config().vocab_size); }
+  void SetLayerKvObserver(std::function<void(int64_t layer)> fn) override {
+    on_layer_kv_ = std::move(fn);
+  }
 
   const KvCache& kv_cache() const { return cache_; }
   // For KV transfer: writes into blocks the engine reserved with AllocateBlocks, or reads blocks
@@ -32,6 +36,7 @@ class ModelExecutor : public Executor {
   KvCache cache_;
   ThreadPool pool_;
   std::vector<ForwardItem> items_;  // reused across steps
+  Model::LayerKvFn on_layer_kv_;
 };
 
 }  // namespace cleave

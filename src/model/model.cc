@@ -156,7 +156,7 @@ KvCache Model::MakeKvCache(int64_t num_blocks, int64_t block_size, DType kv_dtyp
 }
 
 Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, ThreadPool& pool,
-                      std::vector<float>* logits) {
+                      std::vector<float>* logits, const LayerKvFn& on_layer_kv) {
   const ModelConfig& c = config_;
   Scratch& s = *scratch_;
   // Validate the batch and flatten it into per-token arrays.
@@ -248,6 +248,7 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
         cache.Write(l, block, pos % cache.block_size(), &s.k[t * kv_dim], &s.v[t * kv_dim]);
       }
     });
+    if (on_layer_kv) on_layer_kv(l);
     Attention(batch, l, cache, s.q.data(), s.attn.data(), pool);
     kernels::MatMul(layer.attn_output, s.attn.data(), num_tokens, s.proj.data(), pool);
     kernels::Add(s.proj.data(), num_tokens * hidden, s.x.data());

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,10 +49,15 @@ class Model {
   // as `kv_dtype` (KvCache::CheckSupported(kv_dtype, head_dim) must pass; CHECKed).
   KvCache MakeKvCache(int64_t num_blocks, int64_t block_size, DType kv_dtype = DType::kF16) const;
 
+  // Called on the forward's thread once layer `layer` has written the batch's K and V to the
+  // cache (before that layer's attention), so that a caller can ship those blocks while the
+  // remaining layers run (layer-wise KV transfer).
+  using LayerKvFn = std::function<void(int64_t layer)>;
+
   // Runs the batch. `logits` is resized to [rows, vocab]: one row per item with kLast, one per
   // token with kAll, in item order. Not reentrant: one Forward at a time per Model.
   Status Forward(std::span<const ForwardItem> batch, KvCache& cache, ThreadPool& pool,
-                 std::vector<float>* logits);
+                 std::vector<float>* logits, const LayerKvFn& on_layer_kv = {});
 
  private:
   struct Layer {
