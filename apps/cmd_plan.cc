@@ -42,6 +42,7 @@ struct PlanOptions {
   std::vector<double> predict_rates;  // non-empty: predict one placement at these rates
   std::string placement = "colocated";
   int32_t max_batch_tokens = 2048;
+  std::string colocated_policy = "chunked";
 };
 
 // --placement for --predict-rates on this machine: "colocated" (one mixed instance on every
@@ -51,6 +52,7 @@ Result<PlanCandidate> LocalPlacement(const PlanOptions& o, int cores) {
   PlanCandidate c;
   c.family = "local";
   c.max_batch_tokens = o.max_batch_tokens;
+  CLEAVE_ASSIGN_OR_RETURN(c.colocated_policy, ParseColocatedPolicy(o.colocated_policy));
   if (o.placement == "colocated") {
     c.threads_prefill = cores;
     return c;
@@ -134,6 +136,12 @@ int RunPlan(const PlanOptions& o) {
   spec.num_requests = o.num_requests;
   spec.seed = o.seed;
   spec.threads = o.threads;
+  if (auto policy = ParseColocatedPolicy(o.colocated_policy); policy.ok()) {
+    spec.colocated_policy = *policy;
+  } else {
+    fmt::print(stderr, "error: --colocated-policy: {}\n", policy.status().message());
+    return 2;
+  }
   if (!o.only.empty()) {
     spec.colocated = o.only == "colocated";
     spec.alg1 = o.only == "alg1";
@@ -207,7 +215,8 @@ int RunPlan(const PlanOptions& o) {
   }
   const char* unit = spec.local ? "core" : "GPU";
   const PlanCandidate* serve = nullptr;
-  if (spec.local) {
+  // cleave serve schedules chunked prefill only, so only that policy has a command line.
+  if (spec.local && spec.colocated_policy == ColocatedPolicy::kChunked) {
     for (const PlanCandidate& c : result->ranked) {
       if (c.kind == PlanKind::kColocated && c.goodput_rps > 0) {
         serve = &c;
@@ -224,6 +233,7 @@ int RunPlan(const PlanOptions& o) {
                           {"ttft_s", o.ttft_s},
                           {"tpot_s", o.tpot_s},
                           {"attainment", o.attainment},
+                          {"colocated_policy", ColocatedPolicyName(spec.colocated_policy)},
                           {"search_seconds", result->search_seconds},
                           {"num_simulations", result->num_simulations},
                           {"candidates", nlohmann::json::array()}};
@@ -241,6 +251,9 @@ int RunPlan(const PlanOptions& o) {
            {"threads_prefill", c.threads_prefill},
            {"threads_decode", c.threads_decode},
            {"max_batch_tokens", c.max_batch_tokens},
+           {"colocated_policy", c.kind == PlanKind::kColocated
+                                    ? nlohmann::json(ColocatedPolicyName(c.colocated_policy))
+                                    : nlohmann::json(nullptr)},
            {spec.local ? "cores" : "gpus", c.num_gpus()},
            {"goodput_rps", c.goodput_rps},
            {spec.local ? "goodput_per_core" : "goodput_per_gpu", c.per_gpu},
@@ -251,11 +264,14 @@ int RunPlan(const PlanOptions& o) {
     fmt::print("{}\n", out.dump(2));
     return 0;
   }
-  fmt::print("plan: {} on {}; workload {}; SLO TTFT {} s, TPOT {} s at {:.0f}% attainment\n",
-             spec.shape.name,
-             spec.local ? fmt::format("this machine ({} cores)", spec.cores)
-                        : fmt::format("{} x {} {}", spec.nodes, spec.gpus_per_node, spec.gpu.name),
-             o.workload, o.ttft_s, o.tpot_s, o.attainment * 100);
+  fmt::print(
+      "plan: {} on {}; workload {}; SLO TTFT {} s, TPOT {} s at {:.0f}% attainment; colocated "
+      "policy {}\n",
+      spec.shape.name,
+      spec.local ? fmt::format("this machine ({} cores)", spec.cores)
+                 : fmt::format("{} x {} {}", spec.nodes, spec.gpus_per_node, spec.gpu.name),
+      o.workload, o.ttft_s, o.tpot_s, o.attainment * 100,
+      ColocatedPolicyName(spec.colocated_policy));
   fmt::print("| {:>4} | {:>14} | {:>10} | {:>5} | {:<44} |\n", "rank",
              fmt::format("req/s/{}", unit), "req/s", unit == std::string("GPU") ? "GPUs" : "cores",
              "placement");
@@ -272,6 +288,9 @@ int RunPlan(const PlanOptions& o) {
   if (serve) {
     fmt::print("best colocated configuration for this machine:\n  {}\n",
                ServeCommand(o, *serve, spec.kv_capacity_tokens));
+  } else if (spec.local && spec.colocated_policy != ColocatedPolicy::kChunked) {
+    fmt::print("cleave serve runs chunked prefill only: no command line for {} colocation\n",
+               ColocatedPolicyName(spec.colocated_policy));
   } else if (!spec.local) {
     fmt::print(
         "no configuration fits this machine: cleave serve runs on CPUs (plan with "
@@ -314,6 +333,11 @@ void RegisterPlan(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--top", o->top, "Rows to print")->check(CLI::Range(1, 100000));
   cmd->add_option("--only", o->only, "Search one family: colocated | alg1 | alg2");
+  cmd->add_option("--colocated-policy", o->colocated_policy,
+                  "Colocated scheduling: chunked (cleave serve, Sarathi-style) | whole-prompt "
+                  "(vLLM 0.2: whole prompts first, decodes wait; DistServe's baseline)")
+      ->check(CLI::IsMember({"chunked", "whole-prompt"}))
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON instead of the table");
   cmd->add_option("--length-scale", o->length_scale,
                   "Multiply the workload's lengths (as cleave bench --length-scale)")

@@ -82,15 +82,26 @@ bool Scheduler::GrowTable(Sequence* seq, int32_t num_tokens_needed) {
 ScheduledBatch Scheduler::Schedule() {
   ScheduledBatch batch;
   int32_t budget = config_.max_batch_tokens;
+  if (config_.prefill_first) {
+    AdmitWaiting(&budget, &batch);
+    if (!batch.empty()) return batch;
+  }
+  ScheduleRunning(&budget, &batch);
+  // A step that had to preempt is short of blocks already, so it admits nobody (avoids
+  // thrashing). With prefill_first, whoever could be admitted was admitted above.
+  if (!config_.prefill_first && batch.preempted.empty()) AdmitWaiting(&budget, &batch);
+  return batch;
+}
 
-  // 1. Running sequences, most important first; make room by preempting from the back.
-  for (size_t i = 0; i < running_.size() && budget > 0;) {
+void Scheduler::ScheduleRunning(int32_t* budget, ScheduledBatch* batch) {
+  // Most important first; make room by preempting from the back.
+  for (size_t i = 0; i < running_.size() && *budget > 0;) {
     Sequence* seq = running_[i];
     if (pool_->BlocksFor(seq->num_tokens()) > pool_->num_blocks()) {
-      Fail(seq, FinishReason::kCapacity, &batch);  // removes running_[i]
+      Fail(seq, FinishReason::kCapacity, batch);  // removes running_[i]
       continue;
     }
-    int32_t n = ChunkSize(*seq, seq->num_computed_tokens, budget);
+    int32_t n = ChunkSize(*seq, seq->num_computed_tokens, *budget);
     if (n <= 0) {
       ++i;
       continue;
@@ -99,38 +110,41 @@ ScheduledBatch Scheduler::Schedule() {
     while (!GrowTable(seq, seq->num_computed_tokens + n)) {
       // The back is never already in the batch: everything before index i is, and i <= back.
       Sequence* victim = running_.back();
-      Preempt(victim, &batch);
+      Preempt(victim, batch);
       if (victim == seq) {
         self_preempted = true;
         break;
       }
     }
     if (self_preempted) break;
-    Emit(seq, n, &batch);
-    budget -= n;
+    Emit(seq, n, batch);
+    *budget -= n;
     ++i;
   }
+}
 
-  // 2. Admit waiting sequences in order while budget, sequence cap and blocks last. A step that
-  // had to preempt is short of blocks already, so it admits nobody (avoids thrashing).
-  if (batch.preempted.empty()) {
-    while (!waiting_.empty() && budget > 0 && num_running() < config_.max_seqs) {
-      Sequence* seq = waiting_.front();
-      if (pool_->BlocksFor(seq->num_tokens()) > pool_->num_blocks()) {
-        Fail(seq, FinishReason::kCapacity, &batch);
-        continue;
-      }
-      if (TryAdmit(seq, budget, &batch)) {
-        budget -= batch.seqs.back().num_tokens;
-        continue;
-      }
-      // Head-of-line blocking keeps FCFS order. If nothing runs, only waiting sequences holding
-      // blocks (prefilled ones) can be in the way: take theirs and retry.
-      if (running_.empty() && ReclaimFromWaiting(seq)) continue;
+void Scheduler::AdmitWaiting(int32_t* budget, ScheduledBatch* batch) {
+  // In order while budget, sequence cap and blocks last.
+  while (!waiting_.empty() && *budget > 0 && num_running() < config_.max_seqs) {
+    Sequence* seq = waiting_.front();
+    if (pool_->BlocksFor(seq->num_tokens()) > pool_->num_blocks()) {
+      Fail(seq, FinishReason::kCapacity, batch);
+      continue;
+    }
+    // Whole prompts only: the next one waits for a step with room for all of it.
+    if (config_.prefill_first && !batch->empty() &&
+        seq->num_tokens() - seq->num_computed_tokens > *budget) {
       break;
     }
+    if (TryAdmit(seq, *budget, batch)) {
+      *budget -= batch->seqs.back().num_tokens;
+      continue;
+    }
+    // Head-of-line blocking keeps FCFS order. If nothing runs, only waiting sequences holding
+    // blocks (prefilled ones) can be in the way: take theirs and retry.
+    if (running_.empty() && ReclaimFromWaiting(seq)) continue;
+    break;
   }
-  return batch;
 }
 
 bool Scheduler::TryAdmit(Sequence* seq, int32_t budget, ScheduledBatch* batch) {

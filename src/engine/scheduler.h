@@ -29,6 +29,10 @@ struct SchedulerConfig {
   int32_t max_batch_tokens = 2048;  // tokens computed per step, over all sequences
   int32_t max_seqs = 256;           // running sequences at once
   int32_t max_chunk_tokens = 0;     // per sequence per step; 0: only the budget limits
+  // vLLM <= 0.3's order (no chunked prefill), kept as a baseline for the planner: a step that
+  // can admit waiting sequences runs only their whole prompts, and decodes wait for the next
+  // step. A prompt is split only when it alone exceeds max_batch_tokens.
+  bool prefill_first = false;
 };
 
 // One sequence's work for one step: compute KV for tokens [start, start + num_tokens).
@@ -90,6 +94,8 @@ class Scheduler {
   int32_t ChunkSize(const Sequence& seq, int32_t num_computed, int32_t budget) const;
   void Emit(Sequence* seq, int32_t n, ScheduledBatch* batch);
   bool GrowTable(Sequence* seq, int32_t num_tokens_needed);
+  void ScheduleRunning(int32_t* budget, ScheduledBatch* batch);
+  void AdmitWaiting(int32_t* budget, ScheduledBatch* batch);
   bool TryAdmit(Sequence* seq, int32_t budget, ScheduledBatch* batch);
   void ReleaseBlocks(Sequence* seq);
   void Preempt(Sequence* seq, ScheduledBatch* batch);

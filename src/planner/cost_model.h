@@ -28,8 +28,10 @@ struct StepShape {
   int64_t prefill_tokens = 0;  // Σ n_i over multi-token spans
   double prefill_sq = 0;       // Σ (n_i² + 2 n_i s_i): twice the causal attention pairs
   int32_t prefill_seqs = 0;
-  int32_t decode_seqs = 0;     // one-token spans (B)
-  int64_t decode_context = 0;  // Σ context lengths of those spans
+  int64_t prefill_context = 0;  // Σ s_i: cached tokens before the spans (chunks), whose K/V
+                                // the spans' attention reads
+  int32_t decode_seqs = 0;      // one-token spans (B)
+  int64_t decode_context = 0;   // Σ context lengths of those spans
   // The largest single prefill span (tokens, and its share of prefill_sq): a pipeline cannot
   // split one span across micro-batches.
   int64_t largest_prefill_tokens = 0;

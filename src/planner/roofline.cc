@@ -194,15 +194,16 @@ double RooflineCostModel::LayersTime(const StepShape& s) const {
   // GEMMs: weights read once, 2 FLOPs per weight per token.
   const double w = shape_.params_per_layer() / tp;
   const double gemm = std::max(2.0 * tokens * w / compute, w * shape_.dtype_bytes / memory);
-  // Attention: causal pairs over prefill spans, full context for decodes; K/V read (and the new
-  // tokens' K/V written) per layer.
+  // Attention, prefill spans and decodes as separate kernels: causal pairs over the spans
+  // (reading the K/V cached before them), full context for decodes; the new tokens' K/V written.
   const double q = double(shape_.q_dim()) / tp;
-  const double attn_flops = 2.0 * q * s.prefill_sq + 4.0 * q * double(s.decode_context);
   const double kv_token = shape_.kv_bytes_per_token_layer() / tp;
-  const double attn_bytes =
-      kv_token * (double(s.decode_context) + double(s.prefill_tokens) + double(s.decode_seqs));
-  const double attn = std::max(attn_flops / compute, attn_bytes / memory);
-  double layer = gemm + attn;
+  const double prefill_attn =
+      std::max(2.0 * q * s.prefill_sq / compute,
+               kv_token * double(s.prefill_context + s.prefill_tokens) / memory);
+  const double decode_attn = std::max(4.0 * q * double(s.decode_context) / compute,
+                                      kv_token * double(s.decode_context + s.decode_seqs) / memory);
+  double layer = gemm + prefill_attn + decode_attn;
   if (par_.tp > 1) {
     const double bytes = tokens * double(shape_.hidden) * shape_.dtype_bytes;
     layer += 2 * (2.0 * (tp - 1) / tp * bytes / (gpu_.nvlink_bw * a_.allreduce_bw_eff) +
@@ -225,6 +226,12 @@ double RooflineCostModel::StepTime(const StepShape& s) const {
       std::max<int64_t>(std::llround(double(s.prefill_tokens) / pp), s.largest_prefill_tokens);
   mb.prefill_sq = std::max(s.prefill_sq / pp, s.largest_prefill_sq);
   mb.prefill_seqs = s.prefill_seqs > 0 ? std::max(1, int(std::ceil(s.prefill_seqs / pp))) : 0;
+  // Cached context in proportion to the micro-batch's share of the prefill tokens.
+  mb.prefill_context =
+      s.prefill_tokens > 0
+          ? std::llround(double(s.prefill_context) *
+                         std::min(1.0, double(mb.prefill_tokens) / double(s.prefill_tokens)))
+          : 0;
   mb.decode_seqs = int32_t(std::ceil(s.decode_seqs / pp));
   mb.decode_context = std::llround(double(s.decode_context) / pp);
   const double act_bytes = double(mb.prefill_tokens + mb.decode_seqs) * double(shape_.hidden) *

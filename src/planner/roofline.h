@@ -9,9 +9,16 @@
 //   bytes    = P_layer·dtype/tp                        (weights, read once per step)
 //            + kv_layer·(Σ context + Σ s_i)/tp         (cached K/V read by attention)
 //            + kv_layer·t/tp                           (new K/V written)
-//   time     = max(FLOPs / (peak·compute_eff), bytes / (hbm_bw·memory_eff))
+//   time     = GEMMs:              max(GEMM FLOPs, weight bytes)
+//            + prefill attention:  max(its FLOPs, its K/V bytes (Σ s_i read, Σ n_i written))
+//            + decode attention:   max(its FLOPs, its K/V bytes (Σ context read, B written))
+//              (FLOPs at peak·compute_eff, bytes at hbm_bw·memory_eff)
 //            + 2 all-reduces of t·hidden·dtype bytes (ring: 2(tp-1)/tp of it at NCCL's bus
 //              bandwidth, ~40% of the NVLink figure, plus a fixed latency each) when tp > 1.
+// In a mixed step (decodes riding a prefill chunk) the decode tokens share the GEMMs, so the
+// weights are read once, but the two attentions are separate kernels (varlen flash attention
+// for the chunk, paged decode attention for the batch), so each pays its own roofline: the
+// decodes' KV reads do not hide under the chunk's attention FLOPs.
 // A step = layers·layer time + LM head over the rows that need logits + a fixed step overhead.
 // Pipeline parallelism (pp stages): each stage owns layers/pp; the batch is cut into pp
 // micro-batches (whole sequences, balanced by tokens); a step is one pipeline round, whose time

@@ -97,6 +97,16 @@ std::vector<SimRequest> MakeRequests(const PlanWorkload& workload, double rate_r
   return out;
 }
 
+std::string_view ColocatedPolicyName(ColocatedPolicy policy) {
+  return policy == ColocatedPolicy::kChunked ? "chunked" : "whole-prompt";
+}
+
+Result<ColocatedPolicy> ParseColocatedPolicy(std::string_view name) {
+  if (name == "chunked") return ColocatedPolicy::kChunked;
+  if (name == "whole-prompt") return ColocatedPolicy::kWholePrompt;
+  return InvalidArgument("colocated policy '{}': expected chunked or whole-prompt", name);
+}
+
 int PlanCandidate::num_gpus() const {
   if (family == "local")
     return threads_prefill + (kind == PlanKind::kDisaggregated ? threads_decode : 0);
@@ -105,16 +115,16 @@ int PlanCandidate::num_gpus() const {
 }
 
 std::string PlanCandidate::Describe() const {
+  const std::string policy =
+      fmt::format("{} {}", ColocatedPolicyName(colocated_policy), max_batch_tokens);
   if (family == "local") {
     if (kind == PlanKind::kColocated) {
-      return fmt::format("colocated {} threads, budget {}", threads_prefill, max_batch_tokens);
+      return fmt::format("colocated {} threads, {}", threads_prefill, policy);
     }
     return fmt::format("P: {} threads | D: {} threads", threads_prefill, threads_decode);
   }
   auto par = [](const Parallelism& p) { return fmt::format("TP{} PP{}", p.tp, p.pp); };
-  if (kind == PlanKind::kColocated) {
-    return fmt::format("colocated {}, budget {}", par(prefill), max_batch_tokens);
-  }
+  if (kind == PlanKind::kColocated) return fmt::format("colocated {}, {}", par(prefill), policy);
   return fmt::format("P: {}x {} | D: {}x {}", num_prefill, par(prefill), num_decode, par(decode));
 }
 
@@ -151,7 +161,9 @@ Built Build(const PlanSpec& spec, const PlanCandidate& c, Phase phase) {
   const SchedulerConfig front{c.max_batch_tokens, 512, 0};
   const SchedulerConfig back{16384, 1024, 0};
   if (c.kind == PlanKind::kColocated) {
-    b.cluster.colocated.push_back(instance(c.prefill, c.threads_prefill, front, 0));
+    SchedulerConfig mixed = front;
+    mixed.prefill_first = c.colocated_policy == ColocatedPolicy::kWholePrompt;
+    b.cluster.colocated.push_back(instance(c.prefill, c.threads_prefill, mixed, 0));
     return b;
   }
   const int gpn = std::max(1, spec.gpus_per_node);
@@ -368,16 +380,26 @@ Result<PlanResult> SearchPlacements(const PlanSpec& spec) {
     std::erase_if(shapes, [&](const Shape& s) { return s.par.num_gpus() > cap; });
   }
 
-  // Colocated: every shape with two chunked-prefill budgets.
+  // Colocated: every shape with each step budget of the policy.
   if (spec.colocated) {
+    std::vector<int32_t> budgets;
+    if (spec.colocated_policy == ColocatedPolicy::kWholePrompt) {
+      const int64_t max_prompt =
+          std::max_element(spec.workload.lengths.begin(), spec.workload.lengths.end())->first;
+      budgets = {int32_t(std::max<int64_t>({2048, spec.shape.max_context, max_prompt}))};
+    } else if (spec.local) {
+      budgets = {256, 1024};
+    } else {
+      budgets = {512, 2048, 16384};
+    }
     for (const Shape& s : shapes) {
-      for (int32_t budget :
-           spec.local ? std::vector<int32_t>{256, 1024} : std::vector<int32_t>{512, 2048, 16384}) {
+      for (int32_t budget : budgets) {
         PlanCandidate c;
         c.family = spec.local ? "local" : "colocated";
         c.prefill = s.par;
         c.threads_prefill = s.threads;
         c.max_batch_tokens = budget;
+        c.colocated_policy = spec.colocated_policy;
         colocated.push_back(c);
       }
     }

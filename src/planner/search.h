@@ -6,7 +6,9 @@
 // bisection; the upper end doubles until it fails. Per-GPU goodput divides by the GPUs used.
 //
 // Families searched (DistServe §4; docs/planner.md):
-//   colocated    one mixed instance per (TP, PP) and chunked-prefill budget, replicated.
+//   colocated    one mixed instance per (TP, PP) and step budget, replicated, under one of two
+//                scheduling policies (ColocatedPolicy): chunked prefill, or whole prompts
+//                first (the vLLM 0.2 baseline DistServe compared against).
 //   alg1         high node affinity: every (TP, PP) per phase is simulated alone (prefill-only
 //                against TTFT, decode-only against TPOT); the best few shapes per phase are then
 //                combined in the P:D instance ratios their per-phase goodputs suggest, and each
@@ -21,6 +23,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bench/arrivals.h"
@@ -52,6 +55,18 @@ std::vector<SimRequest> MakeRequests(const PlanWorkload& workload, double rate_r
 
 enum class PlanKind { kColocated, kDisaggregated };
 
+// How a colocated instance mixes prefill and decode.
+//   kChunked      cleave's scheduler as `cleave serve` runs it: decodes first, then prompt
+//                 chunks fill the step budget (Sarathi-style); searched with budgets 512, 2048,
+//                 16384 (256, 1024 locally).
+//   kWholePrompt  vLLM 0.2 (DistServe's baseline): a step that can admit waiting prompts runs
+//                 only those, whole, and the running decodes wait for it
+//                 (SchedulerConfig::prefill_first); budget max(max_context, 2048) as vLLM's
+//                 max_num_batched_tokens default.
+enum class ColocatedPolicy { kChunked, kWholePrompt };
+std::string_view ColocatedPolicyName(ColocatedPolicy policy);  // "chunked", "whole-prompt"
+Result<ColocatedPolicy> ParseColocatedPolicy(std::string_view name);
+
 struct PlanCandidate {
   PlanKind kind = PlanKind::kColocated;
   std::string family;   // "colocated", "alg1", "alg2", "local"
@@ -61,7 +76,8 @@ struct PlanCandidate {
   int num_decode = 0;
   int pp_cross = 1;  // alg2: stages across nodes (already folded into prefill/decode pp)
   int32_t max_batch_tokens = 2048;  // colocated and prefill instances' step budget
-  int threads_prefill = 0;          // local: threads per instance
+  ColocatedPolicy colocated_policy = ColocatedPolicy::kChunked;  // colocated only
+  int threads_prefill = 0;                                       // local: threads per instance
   int threads_decode = 0;
 
   int num_gpus() const;  // or cores, for local plans
@@ -100,6 +116,7 @@ struct PlanSpec {
   // per-GPU goodput of a small model only falls with more GPUs per instance).
   int max_instance_scale = 4;
   bool colocated = true, alg1 = true, alg2 = true;
+  ColocatedPolicy colocated_policy = ColocatedPolicy::kChunked;
 };
 
 struct PlanResult {

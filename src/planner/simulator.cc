@@ -199,6 +199,7 @@ class Sim {
         ++shape.prefill_seqs;
         shape.prefill_tokens += s.num_tokens;
         shape.prefill_sq += sq;
+        shape.prefill_context += s.start;
         if (s.num_tokens > shape.largest_prefill_tokens) {
           shape.largest_prefill_tokens = s.num_tokens;
           shape.largest_prefill_sq = sq;

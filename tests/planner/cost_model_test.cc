@@ -110,6 +110,53 @@ TEST(Roofline, Opt13bOnA100NearDistServeProfile) {
   EXPECT_FALSE(big.fits());
 }
 
+// A mixed step: a decode batch riding a prefill chunk. The decodes share the GEMMs (weights
+// read once) but their attention is a kernel of its own, so the step costs at least the chunk
+// alone plus the decodes' KV reads, and far less than a prefill step plus a decode step. The
+// chunk is long enough that its attention FLOPs outweigh the decodes' KV bytes: adding both into
+// one max() would hide those reads.
+TEST(Roofline, MixedStepPaysDecodeKvAndWeightsOnce) {
+  const ModelShape shape = *BuiltinModelShape("opt-13b");
+  const GpuSpec gpu = *BuiltinGpu("a100");
+  const RooflineAssumptions a;
+  RooflineCostModel m(shape, gpu, {1, 1}, a);
+  const int64_t chunk = 2048;
+  const int32_t batch = 4;
+  const int64_t context = 4 * 500;
+  StepShape mixed{.prefill_tokens = chunk,
+                  .prefill_sq = double(chunk) * chunk,
+                  .prefill_seqs = 1,
+                  .decode_seqs = batch,
+                  .decode_context = context,
+                  .largest_prefill_tokens = chunk,
+                  .largest_prefill_sq = double(chunk) * chunk};
+  const double prefill_alone = m.PrefillTime(chunk, double(chunk) * chunk);
+  const double decode_alone = m.DecodeTime(batch, context);
+  const double memory = gpu.hbm_bw * a.memory_eff;
+  const double decode_kv_read =
+      double(shape.num_layers) * shape.kv_bytes_per_token_layer() * double(context) / memory;
+  const double weight_read =
+      double(shape.num_layers) * shape.params_per_layer() * shape.dtype_bytes / memory;
+  const double t = m.StepTime(mixed);
+  EXPECT_GE(t - prefill_alone, decode_kv_read);
+  EXPECT_LT(t, prefill_alone + decode_alone - 0.9 * weight_read);
+}
+
+// A one-token span at position s is the same work as a decode at context s: it reads the s
+// cached tokens' K/V. So a chunk pays for the cached prefix it attends to.
+TEST(Roofline, ChunkReadsItsCachedPrefix) {
+  RooflineCostModel m(*BuiltinModelShape("opt-13b"), *BuiltinGpu("a100"), {2, 1});
+  for (int64_t s : {100, 1000, 2000}) {
+    StepShape one{.prefill_tokens = 1,
+                  .prefill_sq = 1.0 + 2.0 * double(s),
+                  .prefill_seqs = 1,
+                  .prefill_context = s,
+                  .largest_prefill_tokens = 1,
+                  .largest_prefill_sq = 1.0 + 2.0 * double(s)};
+    EXPECT_NEAR(m.StepTime(one), m.DecodeTime(1, s), 1e-3 * m.DecodeTime(1, s)) << s;
+  }
+}
+
 TEST(Roofline, ShapeJson) {
   auto s = ModelShapeFromJson(
       R"({"name":"x","num_layers":2,"hidden":64,"num_heads":4,"num_kv_heads":2,"ffn_hidden":128,"vocab_size":100,"gated_ffn":true})");
