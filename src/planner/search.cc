@@ -247,15 +247,32 @@ Result<GoodputOutcome> FindClusterGoodput(const PlanSpec& spec, const PlanCandid
     hi = n / p.PrefillTime(int64_t(mean_in), mean_in * mean_in);
   }
   double lo = 0;
+  double lowest_failing = 0;
   for (int round = 0; round < 8; ++round) {
     CLEAVE_ASSIGN_OR_RETURN(
         auto r, bench::FindGoodput(attainment_at, spec.attainment, lo, hi, (hi - lo) / 16));
     outcome.goodput_rps = r.goodput_rps;
     outcome.saturated = r.saturated;
+    for (const bench::GoodputProbe& p : r.probes) {
+      if (p.attainment < spec.attainment && (lowest_failing == 0 || p.rate < lowest_failing)) {
+        lowest_failing = p.rate;
+      }
+    }
     if (!r.saturated) break;
     lo = hi;
     hi *= 2;
   }
+  // 1/16 of the bracket is coarse when the first guess was far above the goodput: narrow the
+  // gap between the best passing and the lowest failing rate to spec.rate_resolution of it.
+  double pass = outcome.goodput_rps;
+  double fail = lowest_failing;
+  while (!outcome.saturated && pass > 0 && fail > pass &&
+         fail - pass > spec.rate_resolution * pass) {
+    const double mid = 0.5 * (pass + fail);
+    CLEAVE_ASSIGN_OR_RETURN(double attainment, attainment_at(mid));
+    (attainment >= spec.attainment ? pass : fail) = mid;
+  }
+  outcome.goodput_rps = pass;
   return outcome;
 }
 

@@ -3,7 +3,8 @@
 //
 // Goodput of one configuration = the highest request rate at which the simulated attainment
 // (joint per request, bench/metrics.h) reaches the target, found by bench::FindGoodput's
-// bisection; the upper end doubles until it fails. Per-GPU goodput divides by the GPUs used.
+// bisection; the upper end doubles until it fails, and the bracket is then narrowed to
+// PlanSpec::rate_resolution (1%) of the goodput. Per-GPU goodput divides by the GPUs used.
 //
 // Families searched (DistServe §4; docs/planner.md):
 //   colocated    one mixed instance per (TP, PP) and step budget, replicated, under one of two
@@ -109,6 +110,9 @@ struct PlanSpec {
   // KV caches hold at once (so a probe reaches steady state), at most max_requests.
   int64_t num_requests = 300;
   int64_t max_requests = 4000;
+  // Goodput bisection stops when the best passing and lowest failing rates are this close,
+  // relative to the passing one.
+  double rate_resolution = 0.01;
   uint64_t seed = 0;
   int threads = 0;        // search threads; 0: hardware concurrency
   int top_per_phase = 2;  // alg1/alg2: per-phase shapes carried into joint simulation
