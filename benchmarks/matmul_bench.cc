@@ -5,7 +5,9 @@
 //   batch16 (num_tokens = 16):  GFLOP/s; what one step of batch-16 decode runs.
 //   prefill (num_tokens = 128): reports GFLOP/s (2 * rows * cols * tokens per second).
 //
-// Shapes: 1536 x 576 (SmolLM2-135M FFN up/gate) and 8192 x 2048 (Llama-3.2-1B FFN up/gate).
+// Shapes: 1536 x 576 (SmolLM2-135M FFN up/gate), 576 x 1536 (its down), 49152 x 576 (its
+// output projection) and 8192 x 2048 (Llama-3.2-1B FFN up/gate); qkv/*: SmolLM2's Q, K and V as
+// three MatMuls or one MatMulShared.
 // Run e.g.  matmul_bench --benchmark_filter='avx512/q4_0' ; threads are the last argument.
 #include <benchmark/benchmark.h>
 
@@ -76,13 +78,60 @@ void BM_MatMul(benchmark::State& state, cpu::Isa isa, DType dtype, int64_t rows,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// One decode step's attention-input products of SmolLM2-135M (Q 576x576, K and V 192x576, Q4_1)
+// as three MatMul calls or one MatMulShared (one activation quantization, one parallel
+// section); weight GB/s. Copies as in BM_MatMul so the weights come from memory.
+void BM_Qkv(benchmark::State& state, bool shared) {
+  const int threads = static_cast<int>(state.range(0));
+  const DType dtype = DType::kQ4_1;
+  const int64_t cols = 576, rows[3] = {576, 192, 192};
+  constexpr int kCopies = 64;  // 3 x 64 x 0.25 MB: well beyond the caches
+  std::vector<Matrix> ms;
+  int64_t bytes = 0;
+  for (int64_t r : rows) {
+    ms.push_back(MakeMatrix(dtype, r, cols, kCopies));
+    bytes += static_cast<int64_t>(*RowBytes(dtype, cols)) * r;
+  }
+  std::vector<float> x(cols), y[3];
+  for (int i = 0; i < 3; ++i) y[i].resize(rows[i]);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(threads);
+  int copy = 0;
+  for (auto _ : state) {
+    MatMulOutput products[3];
+    for (int i = 0; i < 3; ++i) {
+      WeightView w = ms[i].view;
+      w.data = ms[i].bytes.data() + copy * static_cast<int64_t>(*RowBytes(dtype, cols)) * rows[i];
+      products[i] = {w, y[i].data()};
+    }
+    copy = (copy + 1) % kCopies;
+    if (shared) {
+      MatMulShared(products, x.data(), 1, pool);
+    } else {
+      for (const MatMulOutput& p : products) MatMul(p.w, x.data(), 1, p.y, pool);
+    }
+    benchmark::DoNotOptimize(y[0].data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void RegisterAll() {
+  for (bool shared : {false, true}) {
+    auto* b = benchmark::RegisterBenchmark(shared ? "qkv/q4_1/shared" : "qkv/q4_1/separate", BM_Qkv,
+                                           shared);
+    b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
+  }
   const DType formats[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
                            DType::kQ6_K, DType::kF16,  DType::kBF16, DType::kF32};
   struct Shape {
     int64_t rows, cols;
   };
-  const Shape shapes[] = {{1536, 576}, {8192, 2048}};
+  // SmolLM2-135M FFN gate/up, its down projection and its Q8_0 output (tied embeddings), and
+  // Llama-3.2-1B FFN gate/up.
+  const Shape shapes[] = {{1536, 576}, {576, 1536}, {49152, 576}, {8192, 2048}};
   for (cpu::Isa isa : cpu::SupportedIsas()) {
     for (DType dtype : formats) {
       for (const Shape& s : shapes) {

@@ -26,15 +26,19 @@ struct PagedKv {
   int64_t slot_bytes = 0;
 };
 
+// One token's query heads that share a KV head (a GQA group, or one head): each key and value
+// row is read once for all of them. Every head's output is bit-identical to a call with that
+// head alone (num_heads = 1): the same operations in the same order.
 struct AttentionHead {
-  const float* q = nullptr;              // [head_dim], the query of one token and head
+  const float* q = nullptr;              // [num_heads][head_dim], the token's queries
   const int32_t* block_table = nullptr;  // covers positions [0, num_positions)
   int64_t num_positions = 0;             // attends over positions [0, num_positions), >= 1
   int64_t kv_head = 0;                   // which KV head of each slot row
   int64_t head_dim = 0;
   float scale = 1.0f;       // applied to q·k before the softmax
-  float* scores = nullptr;  // scratch of num_positions floats
-  float* out = nullptr;     // [head_dim] = softmax(scale q·K) V
+  float* scores = nullptr;  // scratch of num_heads * num_positions floats
+  float* out = nullptr;     // [num_heads][head_dim] = softmax(scale q·K) V per head
+  int64_t num_heads = 1;    // query heads in q and out, >= 1
 };
 
 // Whether dtype can store a KV head of head_dim elements (error names the constraint).

@@ -31,32 +31,49 @@ inline float BlockScale(const uint8_t* block) {
 template <class Ops, DType D>
 void AttendTyped(const PagedKv& k, const PagedKv& v, const AttentionHead& a) {
   const int64_t head_bytes = KvHeadBytes(D, a.head_dim);
-  const int64_t bs = k.block_size, n = a.num_positions;
-  float max_score = -INFINITY;
+  const int64_t bs = k.block_size, n = a.num_positions, hd = a.head_dim, heads = a.num_heads;
+  // Per head h: scores[h * n + p], running max max_score[h]. A key row, once loaded for the
+  // first head, is in L1 for the others.
+  constexpr int64_t kMaxGroup = 16;
+  CLEAVE_CHECK(heads >= 1 && heads <= kMaxGroup, "attention: {} heads per KV head", heads);
+  float max_score[kMaxGroup];
+  for (int64_t h = 0; h < heads; ++h) max_score[h] = -INFINITY;
   for (int64_t first = 0, b = 0; first < n; first += bs, ++b) {
     const int64_t count = n - first < bs ? n - first : bs;
     const uint8_t* base = k.data + a.block_table[b] * bs * k.slot_bytes + a.kv_head * head_bytes;
     for (int64_t s = 0; s < count; ++s) {
-      const float score = a.scale * Ops::template Dot<D>(a.q, base + s * k.slot_bytes, a.head_dim);
-      a.scores[first + s] = score;
-      if (score > max_score) max_score = score;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float score =
+            a.scale * Ops::template Dot<D>(a.q + h * hd, base + s * k.slot_bytes, hd);
+        a.scores[h * n + first + s] = score;
+        if (score > max_score[h]) max_score[h] = score;
+      }
     }
   }
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    a.scores[j] = std::exp(a.scores[j] - max_score);
-    sum += a.scores[j];
+  float sum[kMaxGroup];
+  for (int64_t h = 0; h < heads; ++h) {
+    float* scores = a.scores + h * n;
+    sum[h] = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      scores[j] = std::exp(scores[j] - max_score[h]);
+      sum[h] += scores[j];
+    }
+    for (int64_t d = 0; d < hd; ++d) a.out[h * hd + d] = 0.0f;
   }
-  for (int64_t d = 0; d < a.head_dim; ++d) a.out[d] = 0.0f;
   for (int64_t first = 0, b = 0; first < n; first += bs, ++b) {
     const int64_t count = n - first < bs ? n - first : bs;
     const uint8_t* base = v.data + a.block_table[b] * bs * v.slot_bytes + a.kv_head * head_bytes;
     for (int64_t s = 0; s < count; ++s) {
-      Ops::template Axpy<D>(a.scores[first + s], base + s * v.slot_bytes, a.head_dim, a.out);
+      for (int64_t h = 0; h < heads; ++h) {
+        Ops::template Axpy<D>(a.scores[h * n + first + s], base + s * v.slot_bytes, hd,
+                              a.out + h * hd);
+      }
     }
   }
-  const float inv = 1.0f / sum;
-  for (int64_t d = 0; d < a.head_dim; ++d) a.out[d] *= inv;
+  for (int64_t h = 0; h < heads; ++h) {
+    const float inv = 1.0f / sum[h];
+    for (int64_t d = 0; d < hd; ++d) a.out[h * hd + d] *= inv;
+  }
 }
 
 template <class Ops>

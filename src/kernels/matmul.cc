@@ -1,6 +1,7 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -68,27 +69,85 @@ cpu::QuantizedActivations QuantizeActivations(const float* x, int64_t num_tokens
   return q;
 }
 
+// The portable driver: activations quantized once (when any weight is quantized), then every
+// product's row ranges in one section. Each product's rows start at a multiple of row_grain in
+// the combined range, so its ranges are the ones a single-product call gets.
+void RunShared(const cpu::MatMulKernels& kernels, std::span<const MatMulOutput> products,
+               const float* x, int64_t num_tokens, ThreadPool& pool) {
+  bool any_quantized = false;
+  for (const MatMulOutput& p : products) any_quantized |= !IsFloatType(p.w.dtype);
+  thread_local ActivationBuffer buffer;
+  cpu::QuantizedActivations q;
+  if (any_quantized) {
+    q = QuantizeActivations(
+        x, num_tokens, products[0].w.cols,
+        kernels.quantize != nullptr ? kernels.quantize : cpu::QuantizeActivationRowScalar, buffer,
+        pool);
+  }
+  const int64_t grain = kernels.row_grain;
+  std::array<int64_t, kMaxSharedProducts + 1> offset{};
+  for (size_t i = 0; i < products.size(); ++i) {
+    offset[i + 1] = offset[i] + (products[i].w.rows + grain - 1) / grain * grain;
+  }
+  pool.ParallelFor(offset[products.size()], grain, [&](int64_t begin, int64_t end) {
+    for (size_t i = 0; i < products.size(); ++i) {
+      const WeightView& w = products[i].w;
+      const int64_t lo = std::max(begin, offset[i]) - offset[i];
+      const int64_t hi = std::min(end, offset[i] + w.rows) - offset[i];
+      if (lo >= hi) continue;
+      if (IsFloatType(w.dtype)) {
+        kernels.floating(w, x, num_tokens, lo, hi, products[i].y);
+      } else {
+        kernels.quantized(w, q, lo, hi, products[i].y);
+      }
+    }
+  });
+}
+
 }  // namespace
+
+void MatMulShared(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool, cpu::Isa isa) {
+  CLEAVE_CHECK(!products.empty() && products.size() <= kMaxSharedProducts,
+               "MatMulShared: {} products (1 to {})", products.size(), kMaxSharedProducts);
+  for (const MatMulOutput& p : products) {
+    CheckWeight(p.w);
+    CLEAVE_CHECK(p.w.cols == products[0].w.cols, "MatMulShared: cols {} and {} differ", p.w.cols,
+                 products[0].w.cols);
+  }
+  if (num_tokens <= 0) return;
+  const cpu::MatMulKernels& kernels = KernelsFor(isa);
+  // Products the level's direct path takes run there (all together when they share a type, so
+  // they share its activation layout); the rest share the portable driver's quantization.
+  std::array<MatMulOutput, kMaxSharedProducts> direct{}, portable{};
+  size_t num_direct = 0, num_portable = 0;
+  for (const MatMulOutput& p : products) {
+    if (p.w.rows <= 0) continue;
+    if (kernels.direct != nullptr && kernels.direct_handles(p.w.dtype)) {
+      direct[num_direct++] = p;
+    } else {
+      portable[num_portable++] = p;
+    }
+  }
+  bool one_type = true;
+  for (size_t i = 1; i < num_direct; ++i) one_type &= direct[i].w.dtype == direct[0].w.dtype;
+  if (one_type && num_direct > 0) {
+    kernels.direct({direct.data(), num_direct}, x, num_tokens, pool);
+  } else {
+    for (size_t i = 0; i < num_direct; ++i) kernels.direct({&direct[i], 1}, x, num_tokens, pool);
+  }
+  if (num_portable > 0) RunShared(kernels, {portable.data(), num_portable}, x, num_tokens, pool);
+}
+
+void MatMulShared(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool) {
+  MatMulShared(products, x, num_tokens, pool, cpu::ActiveIsa());
+}
 
 void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
             cpu::Isa isa) {
-  CheckWeight(w);
-  if (num_tokens <= 0 || w.rows <= 0) return;
-  const cpu::MatMulKernels& kernels = KernelsFor(isa);
-  if (kernels.direct != nullptr && kernels.direct(w, x, num_tokens, y, pool)) return;
-  if (IsFloatType(w.dtype)) {
-    pool.ParallelFor(w.rows, kernels.row_grain, [&](int64_t begin, int64_t end) {
-      kernels.floating(w, x, num_tokens, begin, end, y);
-    });
-    return;
-  }
-  thread_local ActivationBuffer buffer;
-  const cpu::QuantizedActivations q = QuantizeActivations(
-      x, num_tokens, w.cols,
-      kernels.quantize != nullptr ? kernels.quantize : cpu::QuantizeActivationRowScalar, buffer,
-      pool);
-  pool.ParallelFor(w.rows, kernels.row_grain,
-                   [&](int64_t begin, int64_t end) { kernels.quantized(w, q, begin, end, y); });
+  const MatMulOutput product{w, y};
+  MatMulShared({&product, 1}, x, num_tokens, pool, isa);
 }
 
 void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
@@ -35,6 +36,23 @@ void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, T
 // The same on a given ISA level (must be supported; for tests and benchmarks).
 void MatMul(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
             cpu::Isa isa);
+
+// One product of MatMulShared: y = x W^T, y: [num_tokens, w.rows].
+struct MatMulOutput {
+  WeightView w;
+  float* y;
+};
+
+// Several weights multiplying the same activations (Q, K and V; gate and up): the activations
+// are quantized once and all products' row ranges run in one parallel section (one fork-join
+// instead of one or two per weight). Every y is bit-identical to what MatMul(w, x, num_tokens,
+// y, pool) gives. All weights must have the same cols and a supported type, at most
+// kMaxSharedProducts of them (CHECKed); no y may alias x or another y.
+inline constexpr size_t kMaxSharedProducts = 8;
+void MatMulShared(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool);
+void MatMulShared(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool, cpu::Isa isa);
 
 // Scalar reference of MatMul: dequantizes each row (DequantizeRow) and accumulates in double
 // with the unquantized activations. Slow; for tests.

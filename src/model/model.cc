@@ -21,7 +21,6 @@ struct Model::Scratch {
   std::vector<float> attn;         // [num_tokens, q_dim]
   std::vector<float> proj;         // [num_tokens, hidden]
   std::vector<float> gate, up;     // [num_tokens, ffn_hidden]
-  std::vector<float> scores;       // [num_threads, max positions]
   std::vector<int32_t> token_ids;  // [num_tokens]
   std::vector<int64_t> positions;  // [num_tokens]
   std::vector<int32_t> item_of;    // [num_tokens] index into the batch
@@ -160,7 +159,7 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
   const ModelConfig& c = config_;
   Scratch& s = *scratch_;
   // Validate the batch and flatten it into per-token arrays.
-  int64_t num_tokens = 0, num_logit_rows = 0, max_positions = 0;
+  int64_t num_tokens = 0, num_logit_rows = 0;
   for (const ForwardItem& item : batch) {
     const int64_t n = static_cast<int64_t>(item.tokens.size());
     if (n == 0) return InvalidArgument("forward: empty token span");
@@ -177,7 +176,6 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
       }
     }
     num_tokens += n;
-    max_positions = std::max(max_positions, end);
     num_logit_rows += item.logits == LogitsMode::kAll    ? n
                       : item.logits == LogitsMode::kLast ? 1
                                                          : 0;
@@ -208,7 +206,6 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
   Grow(s.proj, num_tokens * hidden);
   Grow(s.gate, num_tokens * ffn);
   Grow(s.up, num_tokens * ffn);
-  Grow(s.scores, static_cast<size_t>(pool.num_threads() * max_positions));
 
   kernels::GetRows(token_embd_, s.token_ids.data(), num_tokens, s.x.data());
 
@@ -229,9 +226,10 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
     const Layer& layer = layers_[l];
     // Attention block.
     norm_rows(layer.attn_norm);
-    kernels::MatMul(layer.attn_q, s.xn.data(), num_tokens, s.q.data(), pool);  // [T, q_dim]
-    kernels::MatMul(layer.attn_k, s.xn.data(), num_tokens, s.k.data(), pool);  // [T, kv_dim]
-    kernels::MatMul(layer.attn_v, s.xn.data(), num_tokens, s.v.data(), pool);  // [T, kv_dim]
+    // q: [T, q_dim], k and v: [T, kv_dim]; one quantization of xn, one parallel section.
+    const kernels::MatMulOutput qkv[] = {
+        {layer.attn_q, s.q.data()}, {layer.attn_k, s.k.data()}, {layer.attn_v, s.v.data()}};
+    kernels::MatMulShared(qkv, s.xn.data(), num_tokens, pool);
     add_bias(layer.q_bias, s.q.data(), q_dim);
     add_bias(layer.k_bias, s.k.data(), kv_dim);
     add_bias(layer.v_bias, s.v.data(), kv_dim);
@@ -249,13 +247,14 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
       }
     });
     if (on_layer_kv) on_layer_kv(l);
-    Attention(batch, l, cache, s.q.data(), s.attn.data(), pool);
+    Attention(batch, l, cache, num_tokens, s.q.data(), s.attn.data(), pool);
     kernels::MatMul(layer.attn_output, s.attn.data(), num_tokens, s.proj.data(), pool);
     kernels::Add(s.proj.data(), num_tokens * hidden, s.x.data());
     // Feed-forward block (SwiGLU).
     norm_rows(layer.ffn_norm);
-    kernels::MatMul(layer.ffn_gate, s.xn.data(), num_tokens, s.gate.data(), pool);
-    kernels::MatMul(layer.ffn_up, s.xn.data(), num_tokens, s.up.data(), pool);
+    const kernels::MatMulOutput gate_up[] = {{layer.ffn_gate, s.gate.data()},
+                                             {layer.ffn_up, s.up.data()}};  // [T, ffn] each
+    kernels::MatMulShared(gate_up, s.xn.data(), num_tokens, pool);
     pool.ParallelFor(num_tokens, 1, [&](int64_t begin, int64_t end) {
       kernels::SiluMul(&s.gate[begin * ffn], &s.up[begin * ffn], (end - begin) * ffn,
                        &s.gate[begin * ffn]);
@@ -284,26 +283,25 @@ Status Model::Forward(std::span<const ForwardItem> batch, KvCache& cache, Thread
 }
 
 void Model::Attention(std::span<const ForwardItem> batch, int64_t layer, const KvCache& cache,
-                      const float* q, float* out, ThreadPool& pool) {
+                      int64_t num_tokens, const float* q, float* out, ThreadPool& pool) {
   const ModelConfig& c = config_;
-  Scratch& s = *scratch_;
-  const int64_t total = [&] {
-    int64_t n = 0;
-    for (const ForwardItem& item : batch) n += static_cast<int64_t>(item.tokens.size());
-    return n;
-  }();
+  const Scratch& s = *scratch_;
   const int64_t q_dim = c.q_dim(), hd = c.head_dim;
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t stride = static_cast<int64_t>(s.scores.size()) / pool.num_threads();
   const kernels::PagedKv k = cache.KView(layer), v = cache.VView(layer);
-  // One task per (token, head); each attends over positions [0, its position].
-  const int64_t tasks = total * c.num_heads;
-  pool.Run([&](int thread, int num_threads) {
-    const int64_t per = (tasks + num_threads - 1) / num_threads;
-    const int64_t begin = std::min(tasks, thread * per), end = std::min(tasks, begin + per);
+  // A task is one token's query heads that share a KV head (each K/V row read once for all of
+  // them), or a single head when that gives too few tasks to keep every thread busy (decode
+  // of one sequence). Both give the same bits (kernels/attention.h).
+  const bool whole_groups = num_tokens * c.num_kv_heads >= 2 * pool.num_threads();
+  const int64_t heads_per_task = whole_groups ? group : 1;
+  const int64_t tasks_per_token = c.num_heads / heads_per_task;
+  pool.ParallelFor(num_tokens * tasks_per_token, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / c.num_heads, h = task % c.num_heads;
+      const int64_t t = task / tasks_per_token;
+      const int64_t h = task % tasks_per_token * heads_per_task;  // first query head
+      Grow(scores, static_cast<size_t>(heads_per_task * (s.positions[t] + 1)));
       kernels::AttentionHead a;
       a.q = q + t * q_dim + h * hd;
       a.block_table = batch[s.item_of[t]].block_table.data();
@@ -311,8 +309,9 @@ void Model::Attention(std::span<const ForwardItem> batch, int64_t layer, const K
       a.kv_head = h / group;
       a.head_dim = hd;
       a.scale = scale;
-      a.scores = &s.scores[thread * stride];
+      a.scores = scores.data();
       a.out = out + t * q_dim + h * hd;
+      a.num_heads = heads_per_task;
       kernels::PagedAttention(k, v, a);
     }
   });

@@ -69,8 +69,9 @@ class Model {
 
   Model() = default;
   Status LoadWeights();
+  // out[t, h * head_dim ...] = attention of token t's query head h over its sequence's cache.
   void Attention(std::span<const ForwardItem> batch, int64_t layer, const KvCache& cache,
-                 const float* q, float* out, ThreadPool& pool);
+                 int64_t num_tokens, const float* q, float* out, ThreadPool& pool);
 
   std::unique_ptr<gguf::GgufFile> file_;
   ModelConfig config_;

@@ -108,6 +108,44 @@ TEST_P(AttentionTest, EveryIsaMatchesFloat64Reference) {
   }
 }
 
+// A GQA group of query heads in one call: each head's output is bit-identical to a call with
+// that head alone, and within the same tolerance of the float64 reference.
+TEST_P(AttentionTest, GroupOfHeadsEqualsSingleHeads) {
+  const Case& c = GetParam();
+  std::mt19937 rng(static_cast<uint32_t>(c.head_dim * 77 + c.num_positions));
+  PagedData d(c.dtype, c.head_dim, c.num_positions, rng);
+  const PagedKv k{c.dtype, d.k.data(), PagedData::kBlockSize, d.slot_bytes};
+  const PagedKv v{c.dtype, d.v.data(), PagedData::kBlockSize, d.slot_bytes};
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (int64_t heads : {2, 3, 8}) {
+    std::vector<float> q(heads * c.head_dim);
+    for (float& x : q) x = normal(rng);
+    for (cpu::Isa isa : cpu::SupportedIsas()) {
+      const int64_t kv_head = 1, n = c.num_positions;
+      std::vector<float> scores(heads * n), out(heads * c.head_dim, NAN);
+      AttentionHead group{q.data(), d.table.data(), n,          kv_head, c.head_dim,
+                          scale,    scores.data(),  out.data(), heads};
+      PagedAttentionWith(isa, k, v, group);
+      for (int64_t h = 0; h < heads; ++h) {
+        std::vector<float> one(c.head_dim, NAN), one_scores(n);
+        const float* qh = q.data() + h * c.head_dim;
+        AttentionHead a{qh,    d.table.data(),    n,         kv_head, c.head_dim,
+                        scale, one_scores.data(), one.data()};
+        PagedAttentionWith(isa, k, v, a);
+        const std::vector<double> ref =
+            Reference(d, std::vector<float>(qh, qh + c.head_dim), kv_head, n, scale);
+        for (int64_t i = 0; i < c.head_dim; ++i) {
+          ASSERT_EQ(out[h * c.head_dim + i], one[i])
+              << cpu::IsaName(isa) << " heads=" << heads << " h=" << h << " i=" << i;
+          ASSERT_NEAR(out[h * c.head_dim + i], ref[i], 2e-5)
+              << cpu::IsaName(isa) << " heads=" << heads << " h=" << h << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, AttentionTest,
                          ::testing::Values(Case{DType::kF32, 64, 37}, Case{DType::kF32, 40, 16},
                                            Case{DType::kF32, 5, 3}, Case{DType::kF16, 64, 100},

@@ -225,6 +225,73 @@ TEST_P(MatMulTest, BatchedOutputsEqualSingleToken) {
   }
 }
 
+// MatMulShared: several weights with one input (same type, as Q/K/V of one model; or mixed
+// types, as K-quant files mix Q4_K and Q6_K, with float and legacy ones in the same call).
+// Each output must be bit-identical to a separate MatMul (which the tests above hold to the
+// scalar reference) and within Tolerance() of MatMulReference itself, for 1-2 tokens (decode
+// path) and 3+ (batched path), on one thread and two.
+TEST_P(MatMulTest, SharedInputEqualsSeparateMatMuls) {
+  const cpu::Isa isa = GetParam();
+  ThreadPool single(1), pair(2);
+  std::vector<std::vector<DType>> sets;
+  for (DType dtype : kFormats) sets.push_back({dtype, dtype, dtype});
+  sets.push_back({DType::kQ4_1, DType::kQ4_0, DType::kQ8_0});
+  sets.push_back({DType::kQ4_K, DType::kQ6_K, DType::kQ4_0, DType::kF16});
+  sets.push_back({DType::kQ5_K, DType::kQ8_0, DType::kBF16});
+  const int64_t rows_of[] = {37, 13, 64, 5};  // tails of every row tile size
+  uint32_t seed = 1000;
+  for (const std::vector<DType>& set : sets) {
+    for (int64_t cols : {256, 576, 1536}) {
+      bool ok = true;
+      for (DType dtype : set) ok &= RowBytes(dtype, cols).has_value();
+      if (!ok) continue;
+      for (int64_t num_tokens : {1, 2, 3, 7}) {
+        std::string name;
+        for (DType dtype : set) name += std::string(DTypeName(dtype)) + " ";
+        SCOPED_TRACE(name + "cols=" + std::to_string(cols) +
+                     " tokens=" + std::to_string(num_tokens));
+        std::vector<Problem> problems;
+        for (size_t i = 0; i < set.size(); ++i) {
+          problems.push_back(MakeProblem(set[i], {rows_of[i], cols, num_tokens}, seed++));
+        }
+        const std::vector<float>& x = problems[0].x;  // the shared input
+        for (ThreadPool* pool : {&single, &pair}) {
+          std::vector<std::vector<float>> shared(set.size()), separate(set.size());
+          std::vector<MatMulOutput> products;
+          for (size_t i = 0; i < set.size(); ++i) {
+            shared[i].assign(num_tokens * rows_of[i], NAN);
+            separate[i].assign(num_tokens * rows_of[i], NAN);
+            products.push_back({problems[i].view, shared[i].data()});
+            MatMul(problems[i].view, x.data(), num_tokens, separate[i].data(), *pool, isa);
+          }
+          MatMulShared(products, x.data(), num_tokens, *pool, isa);
+          for (size_t i = 0; i < set.size(); ++i) {
+            const WeightView& w = problems[i].view;
+            std::vector<float> ref(num_tokens * w.rows), w_row(cols);
+            MatMulReference(w, x.data(), num_tokens, ref.data());
+            const int64_t row_bytes = static_cast<int64_t>(*RowBytes(w.dtype, cols));
+            const bool quantized =
+                w.dtype != DType::kF32 && w.dtype != DType::kF16 && w.dtype != DType::kBF16;
+            for (int64_t r = 0; r < w.rows; ++r) {
+              DequantizeRow(w.dtype, problems[i].weights.data() + r * row_bytes, w_row.data(),
+                            cols);
+              for (int64_t t = 0; t < num_tokens; ++t) {
+                const int64_t k = t * w.rows + r;
+                ASSERT_EQ(shared[i][k], separate[i][k])
+                    << "product " << i << " threads " << pool->num_threads() << " t=" << t
+                    << " r=" << r;
+                ASSERT_LE(std::fabs(static_cast<double>(shared[i][k]) - ref[k]),
+                          Tolerance(w_row, x.data() + t * cols, cols, quantized))
+                    << "product " << i << " t=" << t << " r=" << r;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Each level's activation quantizer gives exactly the scalar one's int16 codes and scales
 // (blocks of zeros, outliers, values on rounding ties, negative zero).
 TEST_P(MatMulTest, ActivationQuantizerMatchesScalar) {

@@ -15,8 +15,9 @@ struct DotVnni {
 }  // namespace
 
 const MatMulKernels& Avx512MatMulKernels() {
-  static const MatMulKernels kernels{QuantizedX86<DotVnni, 4, 4>, FloatX86<4, 4>, 4,
-                                     LegacyMatMulAvx512, QuantizeRowX86};
+  static const MatMulKernels kernels{
+      QuantizedX86<DotVnni, 4, 4>, FloatX86<4, 4>, 4,
+      LegacyMatMulAvx512,          QuantizeRowX86, LegacyHandlesAvx512};
   return kernels;
 }
 

@@ -46,17 +46,20 @@ using QuantMatMulFn = void (*)(const WeightView& w, const QuantizedActivations& 
 using FloatMatMulFn = void (*)(const WeightView& w, const float* x, int64_t num_tokens,
                                int64_t row_begin, int64_t row_end, float* y);
 
-// A whole MatMul done by a level-specific path with its own activation layout; returns false
-// (having done nothing) when it has no such path for w.dtype.
-using DirectMatMulFn = bool (*)(const WeightView& w, const float* x, int64_t num_tokens, float* y,
-                                ThreadPool& pool);
+// A whole MatMulShared (or MatMul: one product) done by a level-specific path with its own
+// activation layout, only for weights whose types all equal one type `handles` accepts
+// (CHECKed): the activations are arranged once and every product's rows run in one section.
+using DirectMatMulFn = void (*)(std::span<const MatMulOutput> products, const float* x,
+                                int64_t num_tokens, ThreadPool& pool);
+using DirectHandlesFn = bool (*)(DType dtype);
 
 struct MatMulKernels {
   QuantMatMulFn quantized;           // Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K
   FloatMatMulFn floating;            // F32, F16, BF16
   int row_grain;                     // rows per kernel tile; ParallelFor ranges are multiples of it
-  DirectMatMulFn direct = nullptr;   // tried first when set
+  DirectMatMulFn direct = nullptr;   // used for the types direct_handles accepts
   QuantizeRowFn quantize = nullptr;  // activation quantizer; the scalar one when null
+  DirectHandlesFn direct_handles = nullptr;  // set with direct
 };
 
 // Scalar activation quantizer (matmul_scalar.cc), the reference for the SIMD ones.
@@ -68,8 +71,10 @@ const MatMulKernels& ScalarMatMulKernels();
 const MatMulKernels& Avx2MatMulKernels();
 const MatMulKernels& Avx512MatMulKernels();
 
-// AVX-512 VNNI (vpdpwssd) path for Q4_0, Q4_1 and Q8_0 (matmul_legacy_avx512.cc), a DirectMatMulFn.
-bool LegacyMatMulAvx512(const WeightView& w, const float* x, int64_t num_tokens, float* y,
+// AVX-512 VNNI (vpdpwssd) path for Q4_0, Q4_1 and Q8_0 (matmul_legacy_avx512.cc), a
+// DirectMatMulFn, and its DirectHandlesFn.
+void LegacyMatMulAvx512(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
                         ThreadPool& pool);
+bool LegacyHandlesAvx512(DType dtype);
 
 }  // namespace cleave::kernels::cpu

@@ -41,10 +41,10 @@
 //
 // Tiling. Decode (1-2 tokens): 4 rows at a time stream through their groups once; each group
 // is expanded in registers and used for every token, with the 4 rows' independent dot chains
-// interleaved and the next row tile prefetched. Everything is fully unrolled and force-inlined
-// so the compiler keeps codes, scales and accumulators in registers. Batched (3+ tokens): 4
-// rows are first expanded into L1 scratch, then every tile of 3 tokens runs over them: per
-// group the 12 integer dots first (each code and activation register loaded once, 12 int32
+// interleaved and a row tile ~8 KB further on prefetched. Everything is fully unrolled and
+// force-inlined so the compiler keeps codes, scales and accumulators in registers. Batched (3+
+// tokens): 4 rows are first expanded into L1 scratch, then every tile of 3 tokens runs over them:
+// per group the 12 integer dots first (each code and activation register loaded once, 12 int32
 // accumulators), then 12 float accumulators.
 //
 // Batch invariance: both paths use the same layouts, the same integer partial sums per lane and
@@ -345,7 +345,7 @@ CLEAVE_ALWAYS_INLINE void PrefetchGroup(const uint8_t* p, int64_t ahead) {
 
 // Rows [r0, r0 + R) x tokens [t0, t0 + T) for the decode path: each group of the R rows is
 // expanded in registers and dotted with every token; writes y. While it reads a group it
-// prefetches the group `prefetch_ahead` bytes further on (the same group of the next row tile:
+// prefetches the group `prefetch_ahead` bytes further on (the same group of a later row tile:
 // rows are short, 300 bytes to a few KB, so "a few groups ahead in this row" would mostly
 // point into rows already being read).
 template <Fmt F, int R, int T>
@@ -464,6 +464,11 @@ void TileExpanded(const WGroup* scratch, const Activations<typename Traits<F>::X
 }
 
 constexpr int kRowTile = 4;
+// How far ahead the decode path prefetches: enough bytes in flight to cover memory latency at
+// one core's bandwidth (~250 ns x 30 GB/s). One row tile ahead, as before, was only 1.4 KB for
+// SmolLM2's 576-column Q4_1 rows, and those matrices streamed at ~18 GB/s instead of ~27
+// (matmul_bench decode, 1 thread); 12 KB and more was no better and sometimes worse.
+constexpr int64_t kPrefetchBytes = 8192;
 constexpr int kTokenTile = 3;
 
 template <Fmt F, int R>
@@ -481,7 +486,11 @@ void DecodeRows(const WeightView& w, const Activations<typename Traits<F>::XGrou
                 int64_t num_tokens, int64_t row_begin, int64_t row_end, float* y) {
   const int64_t num_blocks = w.cols / 32;
   const int64_t row_bytes = num_blocks * Traits<F>::kBlockBytes;
-  const int64_t ahead = kRowTile * row_bytes;
+  // A whole number of row tiles (so it is the same group of a later tile), at least
+  // kPrefetchBytes.
+  const int64_t tile_bytes = kRowTile * row_bytes;
+  const int64_t ahead =
+      tile_bytes * std::max<int64_t>(1, (kPrefetchBytes + tile_bytes - 1) / tile_bytes);
   const auto* data = static_cast<const uint8_t*>(w.data);
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
     const int nr = static_cast<int>(std::min<int64_t>(kRowTile, row_end - r0));
@@ -542,63 +551,88 @@ void BatchedRows(const WeightView& w, const Activations<typename Traits<F>::XGro
   }
 }
 
-// Quantizes and arranges the activations in parallel, then runs rows_fn over row ranges.
+// Quantizes and arranges the activations (shared by every product), then runs rows_fn over the
+// products' row ranges in one section. Each product's rows start at a multiple of kRowTile in
+// the combined range, so the row tiles are the ones a single-product call would run.
 template <Fmt F, typename RowsFn>
-void RunWith(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
-             QuantizeRowFn quantize_row, RowsFn rows_fn) {
+void RunWith(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+             ThreadPool& pool, QuantizeRowFn quantize_row, RowsFn rows_fn) {
   using XGroup = typename Traits<F>::XGroup;
   constexpr int kGroupBlocks = Traits<F>::kBlocks;
   // Named through a plain reference: inside the lambdas a thread_local would resolve to the
   // worker thread's own (empty) instance.
   thread_local Activations<XGroup> buffer;
   Activations<XGroup>& xa = buffer;
-  const int64_t num_blocks = w.cols / 32;
+  const int64_t cols = products[0].w.cols;
+  const int64_t num_blocks = cols / 32;
   xa.num_groups = (num_blocks + kGroupBlocks - 1) / kGroupBlocks;
-  xa.groups.assign(num_tokens * xa.num_groups, XGroup{});
-  pool.ParallelFor(num_tokens, 1, [&](int64_t begin, int64_t end) {
+  xa.groups.resize(num_tokens * xa.num_groups);
+  const auto arrange = [&](int64_t begin, int64_t end) {
     thread_local std::vector<int16_t> qs;
     thread_local std::vector<float> d, s16;
     qs.resize(32 * num_blocks);
     d.resize(num_blocks);
     s16.resize(2 * num_blocks);
     for (int64_t t = begin; t < end; ++t) {
-      quantize_row(x + t * w.cols, num_blocks, qs.data(), d.data(), s16.data());
-      ArrangeToken<F>(qs.data(), d.data(), num_blocks, xa.groups.data() + t * xa.num_groups);
+      XGroup* out = xa.groups.data() + t * xa.num_groups;
+      // A partial last group's missing blocks must read as zeros.
+      std::memset(static_cast<void*>(out + xa.num_groups - 1), 0, sizeof(XGroup));
+      quantize_row(x + t * cols, num_blocks, qs.data(), d.data(), s16.data());
+      ArrangeToken<F>(qs.data(), d.data(), num_blocks, out);
+    }
+  };
+  pool.ParallelFor(num_tokens, 1, arrange);  // inline for one token
+  std::array<int64_t, kMaxSharedProducts + 1> offset{};
+  for (size_t i = 0; i < products.size(); ++i) {
+    offset[i + 1] = offset[i] + (products[i].w.rows + kRowTile - 1) / kRowTile * kRowTile;
+  }
+  pool.ParallelFor(offset[products.size()], kRowTile, [&](int64_t begin, int64_t end) {
+    for (size_t i = 0; i < products.size(); ++i) {
+      const int64_t lo = std::max(begin, offset[i]);
+      const int64_t hi = std::min(end, offset[i] + products[i].w.rows);
+      if (lo < hi) {
+        rows_fn(products[i].w, xa, num_tokens, lo - offset[i], hi - offset[i], products[i].y);
+      }
     }
   });
-  pool.ParallelFor(w.rows, kRowTile,
-                   [&](int64_t begin, int64_t end) { rows_fn(w, xa, num_tokens, begin, end, y); });
 }
 
 template <Fmt F>
-void Run(const WeightView& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
-         QuantizeRowFn quantize_row) {
+void Run(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
+         ThreadPool& pool, QuantizeRowFn quantize_row) {
   if (num_tokens <= 2) {
-    RunWith<F>(w, x, num_tokens, y, pool, quantize_row, DecodeRows<F>);
+    RunWith<F>(products, x, num_tokens, pool, quantize_row, DecodeRows<F>);
   } else {
-    RunWith<F>(w, x, num_tokens, y, pool, quantize_row, BatchedRows<F>);
+    RunWith<F>(products, x, num_tokens, pool, quantize_row, BatchedRows<F>);
   }
 }
 
 }  // namespace
 
-bool LegacyMatMulAvx512(const WeightView& w, const float* x, int64_t num_tokens, float* y,
+bool LegacyHandlesAvx512(DType dtype) {
+  return dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ8_0;
+}
+
+void LegacyMatMulAvx512(std::span<const MatMulOutput> products, const float* x, int64_t num_tokens,
                         ThreadPool& pool) {
+  CLEAVE_CHECK(!products.empty() && products.size() <= kMaxSharedProducts);
+  const DType dtype = products[0].w.dtype;
+  for (const MatMulOutput& p : products) {
+    CLEAVE_CHECK(p.w.dtype == dtype && p.w.cols == products[0].w.cols,
+                 "LegacyMatMulAvx512: products must share one type and cols");
+  }
   const QuantizeRowFn quantize_row = Avx512MatMulKernels().quantize != nullptr
                                          ? Avx512MatMulKernels().quantize
                                          : QuantizeActivationRowScalar;
-  switch (w.dtype) {
+  switch (dtype) {
     case DType::kQ4_0:
-      Run<Fmt::kQ4_0>(w, x, num_tokens, y, pool, quantize_row);
-      return true;
+      return Run<Fmt::kQ4_0>(products, x, num_tokens, pool, quantize_row);
     case DType::kQ4_1:
-      Run<Fmt::kQ4_1>(w, x, num_tokens, y, pool, quantize_row);
-      return true;
+      return Run<Fmt::kQ4_1>(products, x, num_tokens, pool, quantize_row);
     case DType::kQ8_0:
-      Run<Fmt::kQ8_0>(w, x, num_tokens, y, pool, quantize_row);
-      return true;
+      return Run<Fmt::kQ8_0>(products, x, num_tokens, pool, quantize_row);
     default:
-      return false;
+      CLEAVE_CHECK(false, "LegacyMatMulAvx512: unsupported type {}", DTypeName(dtype));
   }
 }
 
