@@ -56,6 +56,7 @@ struct ServeOptions {
   int32_t decode_threads = 0;
   int32_t worker_restarts = 5;  // per worker per minute; 0: a dead worker stays dead
   int32_t local_prefill_max_tokens = 0;
+  int64_t layerwise_kv_queue_limit = 2048;
   WorkerTransportFlags transport;  // passed on to the workers
   std::string accept_workers;      // HOST:PORT for `cleave worker --join` (no local workers)
 };
@@ -189,6 +190,9 @@ int RunServe(const ServeOptions& o) {
   std::unique_ptr<cluster::LocalCluster> cluster;
   std::unique_ptr<cluster::JoinedCluster> joined;
   std::unique_ptr<server::EngineService> service_ptr;
+  cluster::RouterConfig routing;
+  routing.local_prefill_max_tokens = o.local_prefill_max_tokens;
+  routing.layerwise_kv_queue_limit = o.layerwise_kv_queue_limit;
   if (o.prefill_workers + o.decode_workers + o.mixed_workers > 0) {
     cluster::LocalClusterConfig cc;
     cc.num_prefill = o.prefill_workers;
@@ -198,7 +202,7 @@ int RunServe(const ServeOptions& o) {
     cc.decode_threads = o.decode_threads;
     cc.mixed_threads = o.threads;
     cc.max_restarts = o.worker_restarts;
-    cc.local_prefill_max_tokens = o.local_prefill_max_tokens;
+    cc.routing = routing;
     cc.worker_args = {"-m",
                       *path,
                       "--kv-cache-tokens",
@@ -223,7 +227,8 @@ int RunServe(const ServeOptions& o) {
     cluster = std::move(*started);
     service_ptr = std::make_unique<server::EngineService>(sc, &cluster->router(), &metrics);
   } else if (!o.accept_workers.empty()) {
-    Result<std::unique_ptr<cluster::JoinedCluster>> started = StartJoinedCluster(o.accept_workers);
+    Result<std::unique_ptr<cluster::JoinedCluster>> started =
+        StartJoinedCluster(o.accept_workers, routing);
     if (!started.ok()) {
       spdlog::error("{}", started.status().message());
       http_server.Stop();
@@ -347,6 +352,12 @@ void RegisterServe(CLI::App& app, int& exit_code) {
                   "Disaggregated: prompts shorter than this are prefilled on the decode worker "
                   "(default 0: never)")
       ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--layerwise-kv-queue-limit", o->layerwise_kv_queue_limit,
+                  "Disaggregated: stream a prompt's KV to its decode worker layer by layer during "
+                  "the prefill when at most this many prompt tokens are queued ahead of it on the "
+                  "prefill worker; otherwise the decode worker pulls it after the first token "
+                  "(default 2048; -1: never layer-wise)")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
   cmd->callback([o, &exit_code] { exit_code = RunServe(*o); });
 }
 

@@ -179,7 +179,8 @@ int RunWorker(const WorkerOptions& o) {
 
 }  // namespace
 
-Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address) {
+Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address,
+                                                                   cluster::RouterConfig rc) {
   const char* secret = ClusterSecret();
   if (secret == nullptr) {
     return InvalidArgument(
@@ -187,7 +188,6 @@ Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::st
         "workers");
   }
   CLEAVE_ASSIGN_OR_RETURN(auto listen, cluster::ParseHostPort(address));
-  cluster::RouterConfig rc;
   rc.secret = secret;
   rc.wait_for_worker_s = 30;  // a request waits for a missing role to join
   return cluster::JoinedCluster::Start(listen.first, listen.second, std::move(rc),

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/router.h"
 #include "core/status.h"
 
 namespace cleave::cluster {
@@ -37,6 +38,8 @@ std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);
 // `cleave serve --accept-workers HOST:PORT` with no local workers: the router is made of the
 // workers that register (`cleave worker --join`), authenticated with CLEAVE_CLUSTER_SECRET.
 // Waits for the first registration. Defined in cmd_worker.cc.
-Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address);
+// `routing` carries the routing knobs; secret and wait_for_worker_s are set here.
+Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address,
+                                                                   cluster::RouterConfig routing);
 
 }  // namespace cleave::app

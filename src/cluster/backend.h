@@ -38,6 +38,7 @@ struct ClusterStatus {
   std::vector<uint64_t> kv_transfer_bucket_counts;
   double kv_transfer_sum_s = 0;
   uint64_t kv_transfer_count = 0;
+  uint64_t kv_transfers_layerwise = 0;  // of kv_transfer_count: streamed during the prefill
 };
 
 class Backend {

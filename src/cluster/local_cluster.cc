@@ -136,10 +136,10 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterConfig con
   }
   const int32_t even = std::max<int32_t>(1, int32_t(cores.size()) / num_workers);
   size_t next_core = 0;
-  RouterConfig rc;
+  RouterConfig rc = config.routing;
+  rc.workers.clear();
   rc.secret = cluster->secret_;
   rc.wait_for_worker_s = config.max_restarts > 0 ? config.wait_for_worker_s : 0;
-  rc.local_prefill_max_tokens = config.local_prefill_max_tokens;
   for (const Group& g : groups) {
     for (int32_t i = 0; i < g.count; ++i) {
       const int32_t threads = g.threads > 0 ? g.threads : even;

@@ -41,8 +41,10 @@ struct LocalClusterConfig {
   int start_timeout_s = 300;  // model load included
   int32_t max_restarts = 5;   // per worker within restart_window_s; 0: never restart
   double restart_window_s = 60;
-  double wait_for_worker_s = 30;         // see RouterConfig; used only when restarts are on
-  int32_t local_prefill_max_tokens = 0;  // see RouterConfig
+  double wait_for_worker_s = 30;  // see RouterConfig; used only when restarts are on
+  // Routing knobs (local_prefill_max_tokens, layerwise_kv_queue_limit); its workers, secret
+  // and wait_for_worker_s are set by Start.
+  RouterConfig routing;
 };
 
 struct WorkerProcess {

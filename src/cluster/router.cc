@@ -141,7 +141,11 @@ struct Router::Impl {
     size_t attempt_base = 0;        // streamed.size() when this attempt started
     int prefill = -1, decode = -1, full = -1;  // worker indices of this attempt
     bool decode_started = false;               // the decode worker sent a token, so it holds the KV
-    int64_t queued_tokens = 0;                 // counted in workers[prefill]->queued_prompt_tokens
+    // Layer-wise: the decode worker was chosen at dispatch. Its outputs wait in `held` until the
+    // prefill worker's first token has been streamed (the two arrive on different connections).
+    bool prefill_done = false;
+    std::vector<TokenOutputMsg> held;
+    int64_t queued_tokens = 0;  // counted in workers[prefill]->queued_prompt_tokens
     int32_t attempts = 0;
     double arrival_s = 0;
     double first_token_s = -1;
@@ -170,6 +174,7 @@ struct Router::Impl {
   std::array<uint64_t, kKvTransferBoundsS.size() + 1> transfer_buckets{};
   double transfer_sum_s = 0;
   uint64_t transfer_count = 0;
+  uint64_t transfers_layerwise = 0;
   std::string last_death;  // "the decode worker at host:port died", for error messages
   bool shut_down = false;
   std::thread watchdog;
@@ -259,6 +264,8 @@ struct Router::Impl {
     const bool short_prompt = config.local_prefill_max_tokens > 0 &&
                               int64_t(add.request.prompt.size()) < config.local_prefill_max_tokens;
     int target;
+    const bool layerwise = p >= 0 && config.layerwise_kv_queue_limit >= 0 &&
+                           workers[p]->queued_prompt_tokens <= config.layerwise_kv_queue_limit;
     if (p >= 0 && d >= 0 && !short_prompt) {
       add.mode = RequestMode::kPrefillOnly;
       t.prefill = target = p;
@@ -286,10 +293,21 @@ struct Router::Impl {
       spdlog::info("request {} migrated ({}; {} tokens streamed so far)", id, t.last_failure,
                    t.streamed.size());
     }
+    t.prefill_done = false;
+    t.held.clear();
     by_wire[t.wire_id] = id;
     ++workers[target]->in_flight;
     add.request_id = t.wire_id;
     box.emplace_back(workers[target]->conn, Encode(add));
+    if (add.mode == RequestMode::kPrefillOnly && layerwise) {
+      t.decode = d;
+      ++workers[d]->in_flight;
+      add.mode = RequestMode::kDecode;  // no output tokens yet: they come with the KV
+      add.source_host = workers[p]->endpoint.host;
+      add.source_port = workers[p]->endpoint.port;
+      Promise(d, add.request.prompt.size());
+      box.emplace_back(workers[d]->conn, Encode(add));
+    }
     return true;
   }
 
@@ -475,6 +493,15 @@ struct Router::Impl {
     const RequestId id = wit->second;
     Tracked& t = tracked.at(id);
     if (index != t.prefill && index != t.decode && index != t.full) return;
+    const bool transfer_failed = index == t.decode && !t.decode_started && m.output.finished &&
+                                 m.output.finish_reason == FinishReason::kError &&
+                                 m.output.token_ids.empty();
+    if (index == t.decode && t.prefill >= 0 && !t.prefill_done) {
+      // Layer-wise: nothing from the decode worker (tokens, or a failed transfer that would
+      // send the prompt to prefill again) counts before the prefill worker's first token does.
+      t.held.push_back(std::move(m));
+      return;
+    }
     RequestOutput out = std::move(m.output);
     if (m.kv_transfer_us > 0) {
       const double s = double(m.kv_transfer_us) * 1e-6;
@@ -484,9 +511,9 @@ struct Router::Impl {
       ++transfer_buckets[b];
       transfer_sum_s += s;
       ++transfer_count;
+      if (m.kv_layerwise) ++transfers_layerwise;
     }
-    if (index == t.decode && !t.decode_started && out.finished &&
-        out.finish_reason == FinishReason::kError && out.token_ids.empty()) {
+    if (transfer_failed) {
       // The decode worker could not get the KV (the prefill worker died, the transfer broke or
       // stalled; m.kv_transfer_failed says so, but a decode attempt that failed before its
       // first token generated nothing either way): prefill again.
@@ -506,9 +533,21 @@ struct Router::Impl {
     out.num_prompt_tokens = int32_t(t.request.prompt.size());
     out.num_cached_tokens = std::min(out.num_cached_tokens, out.num_prompt_tokens);
     t.streamed.insert(t.streamed.end(), out.token_ids.begin(), out.token_ids.end());
-    if (m.kv_staged && index == t.prefill && t.decode < 0) {
+    if (m.kv_staged && index == t.prefill) {
+      workers[t.prefill]->queued_prompt_tokens -= t.queued_tokens;
+      t.queued_tokens = 0;
+      t.prefill_done = true;
       Push(std::move(out));
-      HandOff(id, t, box);
+      if (t.decode < 0) {
+        HandOff(id, t, box);
+        return;
+      }
+      // Layer-wise: the decode worker's outputs that came first, in order.
+      const uint64_t wire_id = t.wire_id;
+      for (TokenOutputMsg& held : std::exchange(t.held, {})) {
+        if (!by_wire.count(wire_id)) return;  // finished or retried meanwhile
+        OnOutput(t.decode, std::move(held), box);
+      }
       return;
     }
     if (!out.finished) {
@@ -534,8 +573,6 @@ struct Router::Impl {
       return;
     }
     WorkerState& p = *workers[t.prefill];
-    p.queued_prompt_tokens -= t.queued_tokens;
-    t.queued_tokens = 0;
     t.decode = d;
     ++workers[d]->in_flight;
     AddRequestMsg add;
@@ -810,6 +847,7 @@ ClusterStatus Router::cluster_status() const {
                                      impl_->transfer_buckets.end());
   s.kv_transfer_sum_s = impl_->transfer_sum_s;
   s.kv_transfer_count = impl_->transfer_count;
+  s.kv_transfers_layerwise = impl_->transfers_layerwise;
   return s;
 }
 

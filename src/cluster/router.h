@@ -4,7 +4,9 @@
 //   with prefill and decode workers:  prompt → the prefill worker of least cost (ChoosePrefill:
 //     queued prompt tokens minus the prompt's cached prefix there, prefill-only); its first
 //     token is streamed at once, and the request goes to the decode worker with the most room
-//     (ChooseDecode), which pulls the KV from the prefill worker. A prompt shorter than
+//     (ChooseDecode), which pulls the KV from the prefill worker. When the prefill worker's
+//     queue is short the decode worker is picked at dispatch instead, and the KV streams to it
+//     layer by layer during the prefill (layerwise_kv_queue_limit). A prompt shorter than
 //     local_prefill_max_tokens goes straight to a decode worker as a whole request.
 //   with mixed workers only: the whole request → the mixed worker with the fewest in flight.
 //   with decode workers but no live prefill worker: the whole request → a decode worker.
@@ -47,6 +49,13 @@ struct RouterConfig {
   double wait_for_worker_s = 0;
   // Prompts shorter than this skip the prefill workers (conditional disaggregation); 0: never.
   int32_t local_prefill_max_tokens = 0;
+  // Layer-wise KV transfer: a prompt sent to a prefill worker with at most this many prompt
+  // tokens queued ahead of it gets its decode worker at once, which reserves blocks (when it
+  // has room) and receives each layer's KV while the prefill computes the next ones. Behind a
+  // longer queue the decode worker is chosen after the first token and pulls the finished KV
+  // (DistServe's flow control: no decode memory is held for prompts waiting to be prefilled).
+  // -1: always after the first token.
+  int64_t layerwise_kv_queue_limit = 2048;
   // A worker that sent nothing for this long (heartbeats go every 100 ms from their own thread)
   // is taken for dead: hung, stopped, or a host gone without closing the connection. A crash
   // is seen at once (the connection closes).

@@ -304,7 +304,7 @@ Frame Encode(const TokenOutputMsg& m) {
   const RequestOutput& o = m.output;
   Writer w(64 + 4 * o.token_ids.size() + o.text.size());
   w.U64(m.request_id);
-  w.U8(uint8_t(m.kv_staged) | uint8_t(m.kv_transfer_failed) << 1);
+  w.U8(uint8_t(m.kv_staged) | uint8_t(m.kv_transfer_failed) << 1 | uint8_t(m.kv_layerwise) << 2);
   w.U8(o.finished);
   w.U8(static_cast<uint8_t>(o.finish_reason));
   w.Tokens(o.token_ids);
@@ -363,6 +363,7 @@ Frame Encode(const KvDoneMsg& m) {
   w.U64(m.request_id);
   w.U8(m.ok);
   w.String(m.error);
+  w.Tokens(m.output_tokens);
   return MakeFrame(MessageType::kKvDone, w);
 }
 
@@ -466,9 +467,10 @@ Result<TokenOutputMsg> DecodeTokenOutput(const Frame& f) {
   RequestOutput& o = m.output;
   m.request_id = r.U64();
   const uint8_t flags = r.U8();
-  if (flags > 3) r.Fits(1, ~uint64_t{0});  // unknown flag bits: malformed
+  if (flags > 7) r.Fits(1, ~uint64_t{0});  // unknown flag bits: malformed
   m.kv_staged = flags & 1;
   m.kv_transfer_failed = flags & 2;
+  m.kv_layerwise = flags & 4;
   o.finished = r.Bool();
   const uint8_t reason = r.U8();
   if (reason > uint8_t(FinishReason::kError)) r.Fits(1, ~uint64_t{0});
@@ -547,6 +549,7 @@ Result<KvDoneMsg> DecodeKvDone(const Frame& f) {
   m.request_id = r.U64();
   m.ok = r.Bool();
   m.error = r.String();
+  m.output_tokens = r.Tokens();
   CLEAVE_RETURN_IF_ERROR(r.Finish("kv-done"));
   return m;
 }

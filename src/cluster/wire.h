@@ -26,7 +26,7 @@
 namespace cleave::cluster {
 
 constexpr uint32_t kWireMagic = 0x57564C43;  // bytes "CLVW"
-constexpr uint16_t kWireVersion = 3;
+constexpr uint16_t kWireVersion = 4;
 constexpr size_t kFrameHeaderBytes = 12;
 constexpr uint32_t kMaxPayloadBytes = 64u << 20;
 
@@ -105,8 +105,10 @@ struct AddRequestMsg {
   uint64_t request_id = 0;  // the router's id; workers key everything by it
   RequestMode mode = RequestMode::kFull;
   Request request;
-  std::vector<TokenId> output_tokens;  // kDecode: tokens sampled by the prefill worker
-  std::string source_host;             // kDecode: the prefill worker holding the KV
+  // kDecode: tokens sampled by the prefill worker. Empty when the router sent the request while
+  // the prompt was still being prefilled (layer-wise KV transfer): they come with KvDone.
+  std::vector<TokenId> output_tokens;
+  std::string source_host;  // kDecode: the prefill worker holding the KV
   uint16_t source_port = 0;
 };
 
@@ -116,8 +118,11 @@ struct TokenOutputMsg {
   // decode worker, with finish_reason kError: the prompt's KV never arrived (cut, stalled or
   // refused transfer); nothing was generated here, so the router may prefill it again.
   bool kv_transfer_failed = false;
-  // decode worker, first output after a pull: microseconds from KvPull sent to the KV complete.
+  // decode worker, first output after a pull: microseconds from KvPull sent to the KV complete
+  // (layer-wise: from the first KV data to KvDone, a span that overlaps the prefill's compute).
   uint32_t kv_transfer_us = 0;
+  // decode worker, with kv_transfer_us: the KV streamed in layer by layer during the prefill.
+  bool kv_layerwise = false;
   RequestOutput output;  // request_id, times and cached counts are not carried
 };
 
@@ -144,6 +149,9 @@ struct KvDoneMsg {
   uint64_t request_id = 0;
   bool ok = true;
   std::string error;
+  // The tokens the prefill worker sampled (its first token). A decode worker whose AddRequest
+  // came before the prefill finished (layer-wise transfer) takes them from here.
+  std::vector<TokenId> output_tokens;
 };
 
 struct WorkerStats {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "cluster/kv_sender.h"
 #include "cluster/shm_transport.h"
 #include "cluster/transport.h"
 
@@ -36,11 +38,26 @@ Result<KvTransport> ParseKvTransport(std::string_view name) {
 namespace {
 
 constexpr auto kHeartbeatInterval = std::chrono::milliseconds(100);
+// Prefill side: a KV peer hears from us at least this often (see KvSender).
+constexpr auto kKvPeerHeartbeat = std::chrono::milliseconds(500);
+// Prefill side: a pull for a request this worker has not been sent (the router's AddRequest and
+// the decode worker's pull travel on different connections) waits this long for it.
+constexpr auto kUnknownPullTimeout = std::chrono::seconds(5);
+// Prefill side: ids of prompts that ended here without staging their KV, remembered so that a
+// late pull for one fails at once.
+constexpr size_t kFinishedIdsKept = 4096;
 
 // A prompt's KV copied out of the cache: [layer][block][K | V], each part block_bytes.
 struct StagedKv {
   int32_t num_blocks = 0;
   std::vector<uint8_t> bytes;
+  std::vector<TokenId> output_tokens;  // what the prefill sampled (sent with KvDone)
+
+  std::span<const uint8_t> Part(int64_t layer, int32_t block, bool value,
+                                uint64_t block_bytes) const {
+    const uint64_t index = (uint64_t(layer) * uint64_t(num_blocks) + uint64_t(block)) * 2 + value;
+    return {bytes.data() + index * block_bytes, block_bytes};
+  }
 };
 
 int32_t CeilDiv(int64_t a, int64_t b) {
@@ -58,17 +75,24 @@ struct Worker::Impl : public Executor {
     if (config.max_staged_blocks <= 0) config.max_staged_blocks = config.engine.num_blocks;
     if (config.decode_reserve_blocks < 0)
       config.decode_reserve_blocks = config.engine.num_blocks / 16;
+    if (config.role == WorkerRole::kPrefill) {
+      inner->SetLayerKvObserver([this](int64_t layer) { OnLayerKv(layer); });
+    }
   }
+  ~Impl() override { inner->SetLayerKvObserver({}); }
 
   static EngineConfig EngineConfigOf(const WorkerConfig& c) { return c.engine; }
 
   // --- Executor: the model's executor, plus a copy of each finished prompt's KV (prefill). ---
   Result<Logits> Execute(const ScheduledBatch& batch) override {
+    executing = &batch;
     Result<Logits> logits = inner->Execute(batch);
+    executing = nullptr;
     if (!logits.ok() || config.role != WorkerRole::kPrefill) return logits;
     const uint64_t block_bytes = KvBlockByteSize(*cache);
     for (const ScheduledSeq& s : batch.seqs) {
       if (!s.needs_logits) continue;  // a prefill-only request needs logits once: prompt done
+      if (PushedWhole(s)) continue;   // streamed layer by layer already: nothing to stage
       StagedKv staged;
       staged.num_blocks = CeilDiv(s.start + s.num_tokens, cache->block_size());
       staged.bytes.resize(size_t(cache->num_layers()) * staged.num_blocks * 2 * block_bytes);
@@ -88,6 +112,152 @@ struct Worker::Impl : public Executor {
   }
   int32_t vocab_size() const override { return inner->vocab_size(); }
 
+  // --- Prefill side: layer-wise push ---
+  // A decode worker pulled a prompt that is still queued or being computed here: its blocks go
+  // out layer by layer as the forward pass writes them (OnLayerKv), and KvDone follows the
+  // first token. A push ends in RouteOutputs (its prompt done, engine thread), at a cancel of a
+  // queued prompt, or when its connection closes (reader thread); a copy in progress holds the
+  // KvSender (and so the mapped region) until it is done.
+  struct Push {
+    std::shared_ptr<KvSender> peer;
+    uint32_t num_blocks = 0;            // reserved on the decode side
+    std::vector<uint32_t> block_ids;    // shared memory: the decode worker's ids; empty: TCP
+    std::vector<uint32_t> blocks_sent;  // per layer: blocks [0, n) have gone out
+    std::chrono::steady_clock::time_point registered;
+
+    bool complete() const {
+      for (uint32_t n : blocks_sent)
+        if (n != num_blocks) return false;
+      return true;
+    }
+  };
+
+  // True if the prompt that `s` completes was pushed whole to a decode worker (engine thread).
+  bool PushedWhole(const ScheduledSeq& s) {
+    std::lock_guard lock(mu);
+    auto e = by_engine.find(s.request_id);
+    if (e == by_engine.end()) return false;
+    auto p = pushes.find(e->second.rid);
+    return p != pushes.end() && p->second.complete() &&
+           int64_t(p->second.num_blocks) == CeilDiv(s.start + s.num_tokens, cache->block_size());
+  }
+
+  // Sends blocks [from, to) of one layer: written into the decode worker's shared cache (ids
+  // checked against the layout) or queued as KvBlock frames. part(value, b) is block b's K or V.
+  template <typename Part>
+  Status PushBlocks(KvSender& peer, uint64_t rid, const std::vector<uint32_t>& dst_ids,
+                    uint32_t layer, uint32_t from, uint32_t to, Part part) {
+    const KvLayout layout = Layout();
+    SharedKvRegion* region = dst_ids.empty() ? nullptr : peer.region();
+    if (!dst_ids.empty() && region == nullptr) return FailedPrecondition("no shared KV region");
+    for (uint32_t b = from; b < to; ++b) {
+      const std::span<const uint8_t> k = part(false, b), v = part(true, b);
+      if (region == nullptr) {
+        peer.Send(EncodeKvBlock(rid, layer, b, k, v));
+        continue;
+      }
+      std::span<uint8_t> dst = region->bytes();
+      for (bool value : {false, true}) {
+        CLEAVE_ASSIGN_OR_RETURN(uint64_t offset, KvBlockOffset(layout, layer, value, dst_ids[b]));
+        if (offset > dst.size() || dst.size() - offset < layout.block_bytes) {
+          return OutOfRange("KV block offset {} outside the shared region", offset);
+        }
+        std::memcpy(dst.data() + offset, (value ? v : k).data(), layout.block_bytes);
+      }
+    }
+    kv_bytes_sent += uint64_t(to - from) * 2 * layout.block_bytes;
+    return Status::Ok();
+  }
+
+  // The forward pass wrote layer `layer` of the executing batch (engine thread): push each
+  // pulled prompt's blocks that this layer now holds completely (a chunk's partial last block
+  // waits for the next chunk, except at the end of the prompt).
+  void OnLayerKv(int64_t layer) {
+    if (executing == nullptr) return;
+    for (const ScheduledSeq& s : executing->seqs) {
+      std::shared_ptr<KvSender> peer;
+      std::vector<uint32_t> dst_ids;
+      uint64_t rid = 0;
+      uint32_t from = 0, to = 0;
+      {
+        std::lock_guard lock(mu);
+        auto e = by_engine.find(s.request_id);
+        if (e == by_engine.end()) continue;
+        auto p = pushes.find(e->second.rid);
+        if (p == pushes.end()) continue;
+        Push& push = p->second;
+        const int64_t end = s.start + s.num_tokens;
+        const int64_t ready =
+            s.needs_logits ? CeilDiv(end, cache->block_size()) : end / cache->block_size();
+        from = push.blocks_sent[layer];
+        to = uint32_t(std::min<int64_t>(ready, push.num_blocks));
+        if (to <= from) continue;
+        push.blocks_sent[layer] = to;
+        peer = push.peer;
+        dst_ids = push.block_ids;
+        rid = e->second.rid;
+      }
+      Status pushed = PushBlocks(*peer, rid, dst_ids, uint32_t(layer), from, to,
+                                 [&](bool value, uint32_t b) -> std::span<const uint8_t> {
+                                   return KvBlockBytes(*cache, value, layer, s.block_table[b]);
+                                 });
+      if (!pushed.ok()) spdlog::warn("KV push of request {} failed: {}", rid, pushed.ToString());
+    }
+  }
+
+  // Ends a push (mu held): sends what the forward pass did not (from the prompt's staged copy,
+  // when the pull came after its last chunk or the executor has no layers), then KvDone.
+  void FinishPush(uint64_t rid, Push push, const StagedKv* kv, const std::vector<TokenId>& tokens,
+                  const std::string& error) {
+    KvDoneMsg done{rid, error.empty(), error, tokens};
+    spdlog::debug("request {}: KV of {} layers streamed during the prefill, {} left to send", rid,
+                  std::count(push.blocks_sent.begin(), push.blocks_sent.end(), push.num_blocks),
+                  std::count_if(push.blocks_sent.begin(), push.blocks_sent.end(),
+                                [&](uint32_t n) { return n != push.num_blocks; }));
+    if (done.ok && (kv == nullptr || uint32_t(kv->num_blocks) != push.num_blocks) &&
+        !push.complete()) {
+      done = {rid, false, "the prompt's KV is incomplete", {}};
+    }
+    if (done.ok && !push.complete()) {
+      const uint64_t block_bytes = KvBlockByteSize(*cache);
+      for (uint32_t layer = 0; layer < push.blocks_sent.size() && done.ok; ++layer) {
+        Status s = PushBlocks(*push.peer, rid, push.block_ids, layer, push.blocks_sent[layer],
+                              push.num_blocks, [&](bool value, uint32_t b) {
+                                return kv->Part(layer, int32_t(b), value, block_bytes);
+                              });
+        if (!s.ok()) done = {rid, false, s.ToString(), {}};
+      }
+    }
+    push.peer->Send(Encode(done));
+  }
+
+  void RememberFinished(uint64_t rid) {  // mu held
+    if (!finished_rids.insert(rid).second) return;
+    finished_order.push_back(rid);
+    if (finished_order.size() > kFinishedIdsKept) {
+      finished_rids.erase(finished_order.front());
+      finished_order.pop_front();
+    }
+  }
+
+  // Fails pushes whose request never arrived here (mu held; heartbeat thread).
+  void ExpireUnknownPushes() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = pushes.begin(); it != pushes.end();) {
+      const uint64_t rid = it->first;
+      const bool known = by_rid.count(rid) > 0 ||
+                         std::any_of(pending.begin(), pending.end(),
+                                     [&](const AddRequestMsg& m) { return m.request_id == rid; });
+      if (known || now - it->second.registered < kUnknownPullTimeout) {
+        ++it;
+        continue;
+      }
+      it->second.peer->Send(
+          Encode(KvDoneMsg{rid, false, "no such request on the prefill worker", {}}));
+      it = pushes.erase(it);
+    }
+  }
+
   // What the engine thread knows about an engine request.
   struct Tracked {
     uint64_t rid = 0;
@@ -96,6 +266,7 @@ struct Worker::Impl : public Executor {
     int32_t prompt_len = 0;
     int32_t prefill_blocks = 0;   // prefill: counted in inflight_prefill_blocks
     uint32_t kv_transfer_us = 0;  // decode: the pull's duration, sent with the first output
+    bool kv_layerwise = false;    // decode: that pull streamed during the prefill
   };
   // A decode worker's pull in progress.
   struct Transfer {
@@ -106,6 +277,10 @@ struct Worker::Impl : public Executor {
     std::shared_ptr<Connection> peer;
     std::chrono::steady_clock::time_point last_progress;  // pull sent or last block received
     std::chrono::steady_clock::time_point pull_sent;
+    // Layer-wise: pulled while the prompt was still being prefilled (msg.output_tokens empty
+    // until KvDone); its transfer time is measured from the first frame for it, not the pull.
+    bool early = false;
+    std::optional<std::chrono::steady_clock::time_point> first_frame;
     bool shm = false;  // the prefill worker writes into our shared cache; only KvDone comes
   };
 
@@ -136,7 +311,13 @@ struct Worker::Impl : public Executor {
   int64_t staged_blocks = 0;
   int64_t inflight_prefill_blocks = 0;
   uint64_t queued_prefill_tokens = 0;
-  uint64_t kv_bytes_sent = 0, kv_bytes_received = 0;
+  std::atomic<uint64_t> kv_bytes_sent{0};  // also counted outside mu (KV pushes)
+  uint64_t kv_bytes_received = 0;
+  // prefill: pulls of prompts not yet staged (layer-wise push), by router id.
+  std::unordered_map<uint64_t, Push> pushes;
+  std::unordered_set<uint64_t> finished_rids;  // prefill-only requests that ended unstaged
+  std::deque<uint64_t> finished_order;
+  const ScheduledBatch* executing = nullptr;  // engine thread only: the batch in Execute
   bool kv_fault_armed = false;  // test only: the next KV-serving connection gets the fault
   // decode with shared memory: the cache's storage, and the socket that hands it out.
   std::unique_ptr<SharedKvRegion> shm_region;
@@ -168,7 +349,7 @@ struct Worker::Impl : public Executor {
     s.num_waiting = uint32_t(engine.num_waiting() + pending.size() + pulls.size());
     s.num_staged_blocks = uint32_t(staged_blocks);
     s.num_queued_prefill_tokens = queued_prefill_tokens;
-    s.kv_bytes_sent = kv_bytes_sent;
+    s.kv_bytes_sent = kv_bytes_sent.load();
     s.kv_bytes_received = kv_bytes_received;
     return s;
   }
@@ -235,17 +416,26 @@ struct Worker::Impl : public Executor {
         spdlog::warn("fault injection armed on the KV connection from {}", conn->peer());
       }
     }
-    std::unique_ptr<SharedKvRegion> peer_region;  // a decode worker's cache, mapped (shm)
+    // A decode worker: everything we send it goes through its KvSender.
+    std::shared_ptr<KvSender> sender;
+    if (hello->role != WorkerRole::kRouter) {
+      sender = std::make_shared<KvSender>(conn, kKvPeerHeartbeat);
+    }
     while (true) {
       Result<Frame> frame = conn->Recv();
       if (!frame.ok()) break;
-      Status s = Dispatch(*frame, conn, peer_region);
+      Status s = Dispatch(*frame, conn, sender);
       if (!s.ok()) {
         spdlog::warn("dropping {}: {}", conn->peer(), s.ToString());
         break;
       }
     }
     conn->Close();
+    if (sender) {
+      sender->Stop();
+      std::lock_guard lock(mu);
+      std::erase_if(pushes, [&](const auto& p) { return p.second.peer == sender; });
+    }
     std::lock_guard lock(mu);
     if (router == conn) {
       // The router is gone: nobody will read these requests' outputs; free their KV.
@@ -254,6 +444,12 @@ struct Worker::Impl : public Executor {
       pending.clear();
       pulls.clear();
       staged.clear();
+      // Pushes of running prompts end with their (cancelled) requests; the others now.
+      std::erase_if(pushes, [&](auto& p) {
+        if (by_rid.count(p.first)) return false;
+        p.second.peer->Send(Encode(KvDoneMsg{p.first, false, "the router is gone", {}}));
+        return true;
+      });
       staged_blocks = 0;
       for (auto& [rid, t] : transfers) t.cancelled = true;
       Wake();
@@ -261,7 +457,7 @@ struct Worker::Impl : public Executor {
   }
 
   Status Dispatch(const Frame& frame, const std::shared_ptr<Connection>& conn,
-                  std::unique_ptr<SharedKvRegion>& peer_region) {
+                  const std::shared_ptr<KvSender>& sender) {
     switch (frame.type) {
       case MessageType::kAddRequest: {
         CLEAVE_ASSIGN_OR_RETURN(AddRequestMsg m, DecodeAddRequest(frame));
@@ -282,14 +478,17 @@ struct Worker::Impl : public Executor {
       }
       case MessageType::kKvPull: {
         CLEAVE_ASSIGN_OR_RETURN(KvPullMsg m, DecodeKvPull(frame));
-        return ServePull(m, *conn, peer_region.get());
+        if (!sender) return InvalidArgument("KV pull from the router");
+        ServePull(std::move(m), sender);
+        return Status::Ok();
       }
       case MessageType::kShmOffer: {
         CLEAVE_ASSIGN_OR_RETURN(ShmOfferMsg m, DecodeShmOffer(frame));
+        if (!sender) return InvalidArgument("shared-memory offer from the router");
         Result<std::unique_ptr<SharedKvRegion>> region = MapOffer(m);
         if (!region.ok())
           return conn->Send(Encode(ShmAcceptMsg{false, region.status().ToString()}));
-        peer_region = std::move(*region);
+        sender->set_region(std::move(*region));
         spdlog::info("KV to {} goes through shared memory", conn->peer());
         return conn->Send(Encode(ShmAcceptMsg{true, ""}));
       }
@@ -312,10 +511,19 @@ struct Worker::Impl : public Executor {
       }
       return false;
     };
-    if (erase_from(pending) || erase_from(pulls)) return;
+    if (erase_from(pending)) {
+      RememberFinished(rid);
+      if (auto push = pushes.find(rid); push != pushes.end()) {
+        push->second.peer->Send(Encode(KvDoneMsg{rid, false, "cancelled", {}}));
+        pushes.erase(push);
+      }
+      return;
+    }
+    if (erase_from(pulls)) return;
     if (auto it = staged.find(rid); it != staged.end()) {
       staged_blocks -= it->second.num_blocks;
       staged.erase(it);
+      RememberFinished(rid);
       Wake();
       return;
     }
@@ -339,75 +547,52 @@ struct Worker::Impl : public Executor {
     return SharedKvRegion::Map(fd, expected);
   }
 
-  // Prefill side, shared memory: copies the staged blocks into the decode worker's reserved
-  // blocks (ids checked against the layout), layer by layer.
-  Status WriteShared(const KvPullMsg& m, const StagedKv& kv, SharedKvRegion& region) {
-    const KvLayout layout = Layout();
-    const uint64_t block_bytes = layout.block_bytes;
-    std::span<uint8_t> dst = region.bytes();
-    const uint8_t* p = kv.bytes.data();
-    for (uint32_t layer = 0; layer < layout.num_layers; ++layer) {
-      for (int32_t b = 0; b < kv.num_blocks; ++b) {
-        for (bool value : {false, true}) {
-          CLEAVE_ASSIGN_OR_RETURN(uint64_t offset,
-                                  KvBlockOffset(layout, layer, value, m.block_ids[b]));
-          if (offset > dst.size() || dst.size() - offset < block_bytes) {
-            return OutOfRange("KV block offset {} outside the shared region", offset);
-          }
-          std::memcpy(dst.data() + offset, p, block_bytes);
-          p += block_bytes;
+  // Prefill side: a decode worker reserved blocks for a prompt. A staged prompt goes out at
+  // once; one still queued or computing here (or not yet arrived: the router's AddRequest may be
+  // behind the pull) is pushed layer by layer as it is computed. Reader thread.
+  void ServePull(KvPullMsg m, const std::shared_ptr<KvSender>& sender) {
+    const uint64_t rid = m.request_id;
+    auto refuse = [&](const std::string& error) {
+      sender->Send(Encode(KvDoneMsg{rid, false, error, {}}));
+    };
+    if (!m.block_ids.empty()) {
+      if (sender->region() == nullptr) return refuse("no shared KV region mapped");
+      for (uint32_t id : m.block_ids) {
+        if (id >= uint32_t(config.engine.num_blocks)) {
+          return refuse(fmt::format("block id {} outside the shared region", id));
         }
       }
     }
-    return Status::Ok();
-  }
-
-  // Prefill side: stream a staged prompt's KV to the decode worker that reserved blocks for it.
-  Status ServePull(const KvPullMsg& m, Connection& conn, SharedKvRegion* region) {
-    StagedKv kv;
-    {
-      std::lock_guard lock(mu);
-      auto it = staged.find(m.request_id);
-      if (it == staged.end()) {
-        return conn.Send(Encode(KvDoneMsg{m.request_id, false, "no staged KV for this request"}));
-      }
-      kv = std::move(it->second);
+    const uint32_t num_layers = uint32_t(cache->num_layers());
+    std::lock_guard lock(mu);
+    int64_t prompt_len = -1;  // -1: not known here (yet)
+    if (auto it = by_rid.find(rid); it != by_rid.end()) {
+      prompt_len = by_engine.at(it->second).prompt_len;
+    }
+    for (const AddRequestMsg& p : pending) {
+      if (p.request_id == rid) prompt_len = int64_t(p.request.prompt.size());
+    }
+    if (auto it = staged.find(rid); it != staged.end()) {
+      StagedKv kv = std::move(it->second);
       staged.erase(it);
       staged_blocks -= kv.num_blocks;
       Wake();
-    }
-    if (uint32_t(kv.num_blocks) != m.num_blocks) {
-      return conn.Send(Encode(
-          KvDoneMsg{m.request_id, false,
-                    fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks)}));
-    }
-    if (!m.block_ids.empty()) {
-      Status written = region != nullptr ? WriteShared(m, kv, *region)
-                                         : FailedPrecondition("no shared KV region mapped");
-      if (!written.ok()) {
-        return conn.Send(Encode(KvDoneMsg{m.request_id, false, written.ToString()}));
+      Push push{
+          sender, m.num_blocks, std::move(m.block_ids), std::vector<uint32_t>(num_layers, 0), {}};
+      if (uint32_t(kv.num_blocks) != push.num_blocks) {
+        return refuse(fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks));
       }
-      {
-        std::lock_guard lock(mu);
-        kv_bytes_sent += kv.bytes.size();
-      }
-      return conn.Send(Encode(KvDoneMsg{m.request_id, true, ""}));
+      return FinishPush(rid, std::move(push), &kv, kv.output_tokens, "");
     }
-    const uint64_t block_bytes = KvBlockByteSize(*cache);
-    const uint8_t* p = kv.bytes.data();
-    for (int64_t layer = 0; layer < cache->num_layers(); ++layer) {
-      for (int32_t b = 0; b < kv.num_blocks; ++b) {
-        CLEAVE_RETURN_IF_ERROR(
-            conn.Send(EncodeKvBlock(m.request_id, uint32_t(layer), uint32_t(b), {p, block_bytes},
-                                    {p + block_bytes, block_bytes})));
-        p += 2 * block_bytes;
-      }
+    if (finished_rids.count(rid)) return refuse("the request ended at its first token here");
+    if (pushes.count(rid)) return refuse("a second pull for the same request");
+    if (prompt_len >= 0 && CeilDiv(prompt_len, cache->block_size()) != int64_t(m.num_blocks)) {
+      return refuse(
+          fmt::format("{} blocks reserved for a {}-token prompt", m.num_blocks, prompt_len));
     }
-    {
-      std::lock_guard lock(mu);
-      kv_bytes_sent += kv.bytes.size();
-    }
-    return conn.Send(Encode(KvDoneMsg{m.request_id, true, ""}));
+    pushes.emplace(rid,
+                   Push{sender, m.num_blocks, std::move(m.block_ids),
+                        std::vector<uint32_t>(num_layers, 0), std::chrono::steady_clock::now()});
   }
 
   // Decode side: reads KV frames from one prefill worker.
@@ -465,6 +650,7 @@ struct Worker::Impl : public Executor {
       }
       const BlockId block = t.blocks[m.block_index];
       t.last_progress = std::chrono::steady_clock::now();
+      if (!t.first_frame) t.first_frame = t.last_progress;
       std::memcpy(KvBlockBytes(*cache, false, m.layer, block).data(), m.bytes.data(), block_bytes);
       std::memcpy(KvBlockBytes(*cache, true, m.layer, block).data(), m.bytes.data() + block_bytes,
                   block_bytes);
@@ -486,6 +672,12 @@ struct Worker::Impl : public Executor {
           kv_bytes_received +=
               uint64_t(cache->num_layers()) * t.blocks.size() * 2 * KvBlockByteSize(*cache);
           t.last_progress = std::chrono::steady_clock::now();
+        }
+        if (!t.first_frame) t.first_frame = std::chrono::steady_clock::now();
+        if (t.msg.output_tokens.empty()) t.msg.output_tokens = std::move(m.output_tokens);
+        if (m.ok && t.msg.output_tokens.empty()) {
+          m.ok = false;
+          m.error = "the prefill worker sent no first token";
         }
         if (m.ok && complete && !t.cancelled) {
           ready.push_back(m.request_id);
@@ -587,6 +779,7 @@ struct Worker::Impl : public Executor {
         t.blocks = std::move(blocks);
         t.peer = *peer;
         t.last_progress = t.pull_sent = std::chrono::steady_clock::now();
+        t.early = t.msg.output_tokens.empty();
         t.shm = shm_peers.count(peer->get()) > 0;
         if (t.shm) pull.block_ids.assign(t.blocks.begin(), t.blocks.end());
         transfers.emplace(rid, std::move(t));
@@ -679,10 +872,11 @@ struct Worker::Impl : public Executor {
         failed.emplace_back(rid, eid.status().ToString());
         continue;
       }
-      const auto transfer_us =
-          std::chrono::duration_cast<std::chrono::microseconds>(t.last_progress - t.pull_sent);
+      const auto transfer_us = std::chrono::duration_cast<std::chrono::microseconds>(
+          t.last_progress - (t.early ? *t.first_frame : t.pull_sent));
       Tracked tracked{rid, RequestMode::kDecode, max_tokens, prompt_len, 0};
       tracked.kv_transfer_us = uint32_t(std::clamp<int64_t>(transfer_us.count(), 1, 1 << 30));
+      tracked.kv_layerwise = t.early;
       by_engine[*eid] = tracked;
       by_rid[rid] = *eid;
     }
@@ -727,17 +921,30 @@ struct Worker::Impl : public Executor {
         TokenOutputMsg m;
         m.request_id = t.rid;
         m.kv_transfer_us = std::exchange(it->second.kv_transfer_us, 0);
+        m.kv_layerwise = m.kv_transfer_us > 0 && it->second.kv_layerwise;
         if (t.mode == RequestMode::kPrefillOnly && out.finished) {
           inflight_prefill_blocks -= t.prefill_blocks;
           auto kv = captured.find(out.request_id);
           const bool more = out.finish_reason == FinishReason::kLength && t.max_tokens > 1 &&
                             t.prompt_len + 1 < engine.max_model_len() && !out.token_ids.empty();
-          if (more && kv != captured.end() && router) {
+          const bool hand_off = more && router;
+          if (auto push = pushes.find(t.rid); push != pushes.end()) {
+            // A decode worker has (most of) the KV already: finish the push.
+            FinishPush(t.rid, std::move(push->second), kv != captured.end() ? &kv->second : nullptr,
+                       out.token_ids, hand_off ? "" : "the request ended at its first token");
+            pushes.erase(push);
+            m.kv_staged = hand_off;
+          } else if (hand_off && kv != captured.end()) {
+            kv->second.output_tokens = out.token_ids;
             staged_blocks += kv->second.num_blocks;
             staged[t.rid] = std::move(kv->second);
+            m.kv_staged = true;
+          }
+          if (m.kv_staged) {
             out.finished = false;
             out.finish_reason = FinishReason::kNone;
-            m.kv_staged = true;
+          } else {
+            RememberFinished(t.rid);
           }
           if (kv != captured.end()) captured.erase(kv);
         }
@@ -760,6 +967,7 @@ struct Worker::Impl : public Executor {
         std::unique_lock lock(mu);
         if (cv.wait_for(lock, kHeartbeatInterval, [&] { return stop; })) return;
         hb.stats = Stats();
+        ExpireUnknownPushes();
       }
       SendToRouter(Encode(hb));
     }

@@ -113,7 +113,8 @@ void Metrics::RenderCluster(const cluster::ClusterStatus& c, std::string* out) c
   }
   // Histogram from the router's bucket counts.
   Family(out, "cleave:kv_transfer_seconds", "histogram",
-         "KV pull duration on the decode worker, KvPull sent to the last block in.");
+         "KV transfer duration on the decode worker: KvPull sent to the last block in (layer-wise: "
+         "first KV data to KvDone, overlapping the prefill).");
   uint64_t cumulative = 0;
   for (size_t i = 0; i < c.kv_transfer_bucket_counts.size(); ++i) {
     cumulative += c.kv_transfer_bucket_counts[i];
@@ -124,6 +125,13 @@ void Metrics::RenderCluster(const cluster::ClusterStatus& c, std::string* out) c
   }
   *out += fmt::format("cleave:kv_transfer_seconds_sum{{{}}} {}\n", l, Num(c.kv_transfer_sum_s));
   *out += fmt::format("cleave:kv_transfer_seconds_count{{{}}} {}\n", l, c.kv_transfer_count);
+  Family(out, "cleave:kv_transfers", "counter",
+         "Completed KV transfers: layerwise (streamed during the prefill, layer by layer) or "
+         "after_prefill (pulled once the prefill finished).");
+  Sample(out, "cleave:kv_transfers_total", l + ",mode=\"layerwise\"",
+         double(c.kv_transfers_layerwise));
+  Sample(out, "cleave:kv_transfers_total", l + ",mode=\"after_prefill\"",
+         double(c.kv_transfer_count - c.kv_transfers_layerwise));
   Family(out, "cleave:migrations", "counter",
          "Requests sent to another worker after theirs died (prompt + streamed tokens).");
   Sample(out, "cleave:migrations_total", l, double(c.migrations));

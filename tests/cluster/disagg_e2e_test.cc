@@ -114,17 +114,27 @@ TEST_F(DisaggE2eTest, DisaggregatedAndMixedWorkersMatchColocatedGreedy) {
     num_long += c.tokens.size() == size_t(kMaxTokens);
   }
   ASSERT_GE(num_long, 4);
-  // KV over TCP, then through the decode worker's shared-memory cache (same host).
-  for (const std::string transport : {"tcp", "shm"}) {
-    SCOPED_TRACE("--kv-transport " + transport);
+  // KV over TCP, then through the decode worker's shared-memory cache (same host), streamed
+  // layer by layer during the prefill (one request at a time: the prefill queue is empty); then
+  // over TCP pulled after the prefill (layer-wise off).
+  for (const auto& [transport, layerwise] :
+       std::vector<std::pair<std::string, bool>>{{"tcp", true}, {"shm", true}, {"tcp", false}}) {
+    SCOPED_TRACE("--kv-transport " + transport + (layerwise ? " layer-wise" : " after prefill"));
     CleaveServer disagg(
         "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
         "--kv-transport " +
-        transport);
+        transport + (layerwise ? "" : " --layerwise-kv-queue-limit -1"));
     ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
     std::vector<Completion> single;
     for (int i = 0; i < 8; ++i) single.push_back(Complete(disagg.port(), prompts[i], kMaxTokens));
     cleave::testing::ExpectSameCompletions(single_ref, single, "disaggregated, one at a time");
+    const double streamed =
+        MetricValue(disagg.port(), "cleave:kv_transfers_total", "mode=\"layerwise\"");
+    const double pulled =
+        MetricValue(disagg.port(), "cleave:kv_transfers_total", "mode=\"after_prefill\"");
+    // (A prompt that ends at its first token transfers nothing.)
+    EXPECT_GE(layerwise ? streamed : pulled, 4);
+    EXPECT_EQ(layerwise ? pulled : streamed, 0);
     // The transport asked for is the one used (a forced shm pull that cannot map would fail).
     EXPECT_EQ(disagg.LogContains("over shared memory"), transport == "shm") << disagg.LogTail();
     cleave::testing::ExpectSameCompletions(
@@ -196,10 +206,14 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
 // A KV transfer cut mid-stream (fault injection) or stalled past --kv-transfer-timeout-s: the
 // request is either re-prefilled (then its text is the normal greedy text) or fails with a clear
 // "KV transfer failed" error, never hangs; no KV block stays reserved; the next requests work.
-void ExpectTransferFaultHandled(const std::string& fault, const std::string& reason) {
+// Layer-wise (the KV streams during the prefill) and after the prefill (pulled).
+void ExpectTransferFaultHandled(const std::string& fault, const std::string& reason,
+                                bool layerwise) {
+  SCOPED_TRACE(layerwise ? "layer-wise" : "after prefill");
   CleaveServer disagg(
       "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
-      "--kv-transfer-timeout-s 1 --kv-transport tcp",
+      "--kv-transfer-timeout-s 1 --kv-transport tcp" +
+          std::string(layerwise ? "" : " --layerwise-kv-queue-limit -1"),
       "CLEAVE_FAULT_KV=" + fault);
   ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const std::vector<std::string> prompts = Prompts(8);
@@ -229,11 +243,13 @@ void ExpectTransferFaultHandled(const std::string& fault, const std::string& rea
 }
 
 TEST_F(DisaggE2eTest, CutKvTransferFailsOrRetriesAndLeaksNothing) {
-  ExpectTransferFaultHandled("cut:5", "lost");
+  ExpectTransferFaultHandled("cut:5", "lost", true);
+  ExpectTransferFaultHandled("cut:5", "lost", false);
 }
 
 TEST_F(DisaggE2eTest, StalledKvTransferTimesOutAndLeaksNothing) {
-  ExpectTransferFaultHandled("stall:5", "stalled");
+  ExpectTransferFaultHandled("stall:5", "stalled", true);
+  ExpectTransferFaultHandled("stall:5", "stalled", false);
 }
 
 }  // namespace

@@ -159,10 +159,13 @@ Request Greedy(std::vector<TokenId> prompt, int32_t max_tokens) {
   return r;
 }
 
+// layerwise_limit -1: decode workers are chosen after the first token (the pull flow most tests
+// script); see RouterLayerwiseTest for the other.
 std::unique_ptr<Router> Connect(std::vector<FakeWorker*> workers, double wait_s = 0,
-                                double silence_limit_s = 30) {
+                                double silence_limit_s = 30, int64_t layerwise_limit = -1) {
   RouterConfig rc;
   rc.secret = kSecret;
+  rc.layerwise_kv_queue_limit = layerwise_limit;
   rc.wait_for_worker_s = wait_s;
   rc.worker_silence_limit_s = silence_limit_s;
   for (FakeWorker* w : workers) rc.workers.push_back(w->endpoint());
@@ -432,6 +435,7 @@ TEST(RouterRoutingTest, PrefixOverlapAndLocalPrefillThreshold) {
   RouterConfig rc;
   rc.secret = kSecret;
   rc.local_prefill_max_tokens = 8;
+  rc.layerwise_kv_queue_limit = -1;
   rc.workers = {p0.endpoint(), p1.endpoint(), d.endpoint()};
   Result<std::unique_ptr<Router>> router = Router::Connect(rc);
   ASSERT_TRUE(router.ok()) << router.status().ToString();
@@ -459,6 +463,83 @@ TEST(RouterRoutingTest, PrefixOverlapAndLocalPrefillThreshold) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(d.num_adds(), 1u);
   EXPECT_EQ(p0.num_adds() + p1.num_adds(), 4u);
+}
+
+// Layer-wise KV transfer: behind a short prefill queue the decode worker gets the request at
+// dispatch (no tokens yet: they come with the KV), and what it sends waits until the prefill
+// worker's first token has been streamed; behind a long queue the pull flow is kept.
+TEST(RouterLayerwiseTest, DecodeWorkerChosenAtDispatchAndItsTokensFollowTheFirst) {
+  FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
+  auto router = Connect({&p, &d}, 0, 30, /*layerwise_limit=*/2);
+  ASSERT_TRUE(router);
+  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
+  ASSERT_TRUE(id.ok());
+  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
+  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
+  ASSERT_TRUE(pre && dec);
+  EXPECT_EQ(pre->mode, RequestMode::kPrefillOnly);
+  EXPECT_EQ(dec->mode, RequestMode::kDecode);
+  EXPECT_EQ(dec->request_id, pre->request_id);
+  EXPECT_EQ(dec->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_TRUE(dec->output_tokens.empty());
+  EXPECT_EQ(dec->source_port, p.endpoint().port);
+  // The decode worker's token overtakes the prefill's first one on the wire: it is held.
+  d.Send(dec->request_id, {11});
+  Stream s;
+  Collect(*router, *id, s, 1);
+  EXPECT_TRUE(s.tokens.empty());
+  p.Send(pre->request_id, {10}, false, FinishReason::kNone, /*kv_staged=*/true);
+  Collect(*router, *id, s, 2);
+  EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11}));
+  d.Send(dec->request_id, {12, 13}, true, FinishReason::kLength);
+  Collect(*router, *id, s);
+  EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13}));
+  EXPECT_EQ(s.num_finished, 1);
+  EXPECT_EQ(d.num_adds(), 1u);  // no second hand-off after the first token
+
+  // Nothing queued on p: layer-wise again; then 3 prompt tokens queued (limit 2): pull flow.
+  Result<RequestId> a = router->AddRequest(Greedy({4, 5, 6}, 4));
+  Result<RequestId> b = router->AddRequest(Greedy({7, 8, 9}, 4));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::optional<AddRequestMsg> pre_b = p.WaitAdd(2);
+  ASSERT_TRUE(pre_b);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(d.num_adds(), 2u);  // the request of b waits for its first token
+  p.Send(pre_b->request_id, {20}, false, FinishReason::kNone, true);
+  std::optional<AddRequestMsg> dec_b = d.WaitAdd(2);
+  ASSERT_TRUE(dec_b);
+  EXPECT_EQ(dec_b->output_tokens, (std::vector<TokenId>{20}));
+}
+
+// A failed layer-wise transfer reported before the first token is acted on after it: the
+// request is prefilled again with that token, and the prefill's end cancels the decode side.
+TEST(RouterLayerwiseTest, EarlyTransferFailureRetriesAfterTheFirstToken) {
+  FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
+  auto router = Connect({&p, &d}, 0, 30, /*layerwise_limit=*/1024);
+  ASSERT_TRUE(router);
+  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
+  ASSERT_TRUE(id.ok());
+  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
+  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
+  ASSERT_TRUE(pre && dec);
+  d.Send(dec->request_id, {}, true, FinishReason::kError, false, "KV transfer failed: cut");
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(p.num_adds(), 1u);  // nothing happens before the first token
+  p.Send(pre->request_id, {10}, false, FinishReason::kNone, true);
+  std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
+  ASSERT_TRUE(pre2);
+  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
+  std::optional<AddRequestMsg> dec2 = d.WaitAdd(1);  // layer-wise again (queue is short)
+  ASSERT_TRUE(dec2);
+  EXPECT_EQ(dec2->request_id, pre2->request_id);
+  // This time the prompt ends at its first token: the decode side is cancelled.
+  p.Send(pre2->request_id, {2}, true, FinishReason::kStop);
+  EXPECT_TRUE(d.WaitCancel(dec2->request_id));
+  Stream s;
+  Collect(*router, *id, s);
+  EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 2}));
+  EXPECT_EQ(s.num_finished, 1);
+  EXPECT_EQ(s.reason, FinishReason::kStop);
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ TEST(TransportTest, FaultyConnectionCutsAfterNKvFrames) {
   FaultyConnection faulty(std::move(a), KvFault{KvFault::Kind::kCut, 2});
   const std::vector<uint8_t> kv = BlockBytes();
   // Other frames never count and never trip the fault.
-  ASSERT_TRUE(faulty.Send(Encode(KvDoneMsg{1, true, ""})).ok());
+  ASSERT_TRUE(faulty.Send(Encode(KvDoneMsg{1, true, "", {}})).ok());
   ASSERT_TRUE(faulty.Send(EncodeKvBlock(1, 0, 0, kv, kv)).ok());
   ASSERT_TRUE(faulty.Send(Encode(HeartbeatMsg{})).ok());
   ASSERT_TRUE(faulty.Send(EncodeKvBlock(1, 0, 1, kv, kv)).ok());

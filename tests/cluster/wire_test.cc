@@ -163,10 +163,15 @@ TEST(WireTest, SmallMessagesRoundTrip) {
   ChallengeMsg c{RandomNonce()};
   EXPECT_EQ(DecodeChallenge(Reframe(Encode(c)))->nonce, c.nonce);
   EXPECT_EQ(DecodeKvPull(Reframe(Encode(KvPullMsg{5, 17, {}})))->num_blocks, 17u);
-  Result<KvDoneMsg> done = DecodeKvDone(Reframe(Encode(KvDoneMsg{5, false, "cancelled"})));
+  Result<KvDoneMsg> done = DecodeKvDone(Reframe(Encode(KvDoneMsg{5, false, "cancelled", {}})));
   ASSERT_TRUE(done.ok());
   EXPECT_FALSE(done->ok);
   EXPECT_EQ(done->error, "cancelled");
+  EXPECT_TRUE(done->output_tokens.empty());
+  done = DecodeKvDone(Reframe(Encode(KvDoneMsg{6, true, "", {42, 7}})));
+  ASSERT_TRUE(done.ok());
+  EXPECT_TRUE(done->ok);
+  EXPECT_EQ(done->output_tokens, (std::vector<TokenId>{42, 7}));
 
   HeartbeatMsg hb;
   hb.stats = {100, 90, 3, 4, 5, 1ull << 40, 123456789012ull, 7};

@@ -133,13 +133,14 @@ std::string CleaveServeCommand(const std::string& extra_args) {
          " --kv-cache-tokens 4096 " + extra_args;
 }
 
-double MetricValue(int port, const std::string& name) {
+double MetricValue(int port, const std::string& name, const std::string& label) {
   httplib::Client c("127.0.0.1", port);
   auto res = c.Get("/metrics");
   if (!res) return -1;
   std::istringstream in(res->body);
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name + "{", 0) == 0 || line.rfind(name + " ", 0) == 0) {
+    const bool named = line.rfind(name + "{", 0) == 0 || line.rfind(name + " ", 0) == 0;
+    if (named && line.find(label) != std::string::npos) {
       return std::stod(line.substr(line.rfind(' ') + 1));
     }
   }

@@ -56,6 +56,8 @@ class CleaveServer : public ServerProcess {
 };
 
 // The value of an unlabelled /metrics sample `name` (e.g. "cleave:kv_free_blocks"), or -1.
-double MetricValue(int port, const std::string& name);
+// The first sample of metric `name` whose labels contain `label` (e.g. mode="layerwise"); -1 if
+// there is none.
+double MetricValue(int port, const std::string& name, const std::string& label = "");
 
 }  // namespace cleave::testing
