@@ -36,6 +36,7 @@ struct PlanOptions {
   uint64_t seed = 0;
   int threads = 0;
   int top = 10;
+  int top_per_phase = 6;
   std::string only;  // colocated | alg1 | alg2
   bool json = false;
   double length_scale = 1.0;
@@ -136,6 +137,7 @@ int RunPlan(const PlanOptions& o) {
   spec.num_requests = o.num_requests;
   spec.seed = o.seed;
   spec.threads = o.threads;
+  spec.top_per_phase = o.top_per_phase;
   if (auto policy = ParseColocatedPolicy(o.colocated_policy); policy.ok()) {
     spec.colocated_policy = *policy;
   } else {
@@ -332,6 +334,11 @@ void RegisterPlan(CLI::App& app, int& exit_code) {
   cmd->add_option("--search-threads", o->threads, "Threads for the search (default all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--top", o->top, "Rows to print")->check(CLI::Range(1, 100000));
+  cmd->add_option("--top-per-phase", o->top_per_phase,
+                  "alg1/alg2: 2x this many P:D combinations, best by per-phase goodput, are "
+                  "simulated jointly")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--only", o->only, "Search one family: colocated | alg1 | alg2");
   cmd->add_option("--colocated-policy", o->colocated_policy,
                   "Colocated scheduling: chunked (cleave serve, Sarathi-style) | whole-prompt "

@@ -114,8 +114,10 @@ struct PlanSpec {
   // relative to the passing one.
   double rate_resolution = 0.01;
   uint64_t seed = 0;
-  int threads = 0;        // search threads; 0: hardware concurrency
-  int top_per_phase = 2;  // alg1/alg2: per-phase shapes carried into joint simulation
+  int threads = 0;  // search threads; 0: hardware concurrency
+  // alg1/alg2: 2x this many P:D combinations, best by per-phase goodput, are simulated jointly.
+  // 2 missed OPT-175B's best pairs on two of three seeds (docs/planner.md); 6 costs ~20% more.
+  int top_per_phase = 6;
   // Largest instance considered, as a multiple of the fewest GPUs that hold the model (the
   // per-GPU goodput of a small model only falls with more GPUs per instance).
   int max_instance_scale = 4;
