@@ -35,7 +35,39 @@ __mmask16 TailMask(int64_t remaining) {
   return remaining >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << remaining) - 1);
 }
 
+// exp(x) for x <= 0 (softmax inputs x - max), within ~2 ulp: x = k ln2 + r with |r| <= ln2 / 2
+// (ln2 split in two parts so k ln2 is exact enough), exp(r) by a degree-6 minimax polynomial
+// (the Cephes expf coefficients), times 2^k by vscalefps. Inputs below -88 give exp(-88), an
+// error < 1e-38 against sums >= 1.
+__m512 Exp(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-88.0f));
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, k);
+}
+
 struct Avx512Ops {
+  static float ExpSum(float* x, int64_t n, float max) {
+    const __m512 mv = _mm512_set1_ps(max);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = TailMask(n - i);
+      const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv));
+      _mm512_mask_storeu_ps(x + i, m, e);
+      sum = _mm512_mask_add_ps(sum, m, sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+  }
+
   template <DType D>
   static float Dot(const float* q, const uint8_t* row, int64_t n) {
     __m512 acc = _mm512_setzero_ps();
@@ -55,6 +87,52 @@ struct Avx512Ops {
       }
     }
     return _mm512_reduce_add_ps(acc);
+  }
+
+  // Four rows at once (see HasDot4): each q chunk is loaded once, four independent FMA chains,
+  // one transposing reduction. Q8_0 keys use Dot (their per-block scales leave no shared work).
+  template <DType D>
+  static void Dot4(const float* q, const uint8_t* const* rows, int64_t n, float* out) {
+    if constexpr (D == DType::kQ8_0) {
+      for (int j = 0; j < 4; ++j) out[j] = Dot<D>(q, rows[j], n);
+    } else {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = TailMask(n - i);
+        const __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) acc[j] = _mm512_fmadd_ps(qv, Load16<D>(rows[j], i, m), acc[j]);
+      }
+      __m128 h[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m256 h256 = _mm256_add_ps(_mm512_castps512_ps256(acc[j]),
+                                          _mm512_maskz_extractf32x8_ps(0xff, acc[j], 1));
+        h[j] = _mm_add_ps(_mm256_castps256_ps128(h256), _mm256_extractf128_ps(h256, 1));
+      }
+      _mm_storeu_ps(out, _mm_hadd_ps(_mm_hadd_ps(h[0], h[1]), _mm_hadd_ps(h[2], h[3])));
+    }
+  }
+
+  // y += w[0] rows[0]; y += w[1] rows[1]; ... for four rows: the operations of four Axpy calls
+  // in the same order (so the same bits), with y kept in a register across the four.
+  template <DType D>
+  static void Axpy4(const float* w, const uint8_t* const* rows, int64_t n, float* y) {
+    if constexpr (D == DType::kQ8_0) {
+      for (int j = 0; j < 4; ++j) Axpy<D>(w[j], rows[j], n, y);
+    } else {
+      __m512 wv[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) wv[j] = _mm512_set1_ps(w[j]);
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = TailMask(n - i);
+        __m512 sum = _mm512_maskz_loadu_ps(m, y + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) sum = _mm512_fmadd_ps(wv[j], Load16<D>(rows[j], i, m), sum);
+        _mm512_mask_storeu_ps(y + i, m, sum);
+      }
+    }
   }
 
   template <DType D>
