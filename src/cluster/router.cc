@@ -84,16 +84,6 @@ std::vector<uint64_t> PrefixBlockHashes(std::span<const TokenId> prompt) {
   return hashes;
 }
 
-Request ContinuationRequest(const Request& original, std::span<const TokenId> streamed) {
-  CLEAVE_CHECK(int64_t(streamed.size()) < original.params.max_tokens);
-  Request next = original;
-  next.prompt.insert(next.prompt.end(), streamed.begin(), streamed.end());
-  const int32_t n = int32_t(streamed.size());
-  next.params.max_tokens -= n;
-  next.params.min_tokens = std::max(0, next.params.min_tokens - n);
-  return next;
-}
-
 struct Router::Impl {
   struct WorkerState {
     WorkerEndpoint endpoint;
@@ -255,21 +245,25 @@ struct Router::Impl {
 
   // Sends the request's next attempt (mu held). False if no live worker can serve it.
   bool Dispatch(RequestId id, Tracked& t, Outbox& box) {
+    // The worker continues after the tokens already streamed (Engine::AddRequest replays them).
     AddRequestMsg add;
-    add.request = ContinuationRequest(t.request, t.streamed);
-    const std::vector<uint64_t> hashes = PrefixBlockHashes(add.request.prompt);
+    add.request = t.request;
+    add.output_tokens = t.streamed;
+    std::vector<TokenId> kv_tokens = t.request.prompt;  // what a prefill computes
+    kv_tokens.insert(kv_tokens.end(), t.streamed.begin(), t.streamed.end());
+    const std::vector<uint64_t> hashes = PrefixBlockHashes(kv_tokens);
     const std::vector<WorkerLoad> loads = Loads(hashes);
     const int p = ChoosePrefill(loads);
     const int d = ChooseDecode(loads);
     const bool short_prompt = config.local_prefill_max_tokens > 0 &&
-                              int64_t(add.request.prompt.size()) < config.local_prefill_max_tokens;
+                              int64_t(kv_tokens.size()) < config.local_prefill_max_tokens;
     int target;
     const bool layerwise = p >= 0 && config.layerwise_kv_queue_limit >= 0 &&
                            workers[p]->queued_prompt_tokens <= config.layerwise_kv_queue_limit;
     if (p >= 0 && d >= 0 && !short_prompt) {
       add.mode = RequestMode::kPrefillOnly;
       t.prefill = target = p;
-      t.queued_tokens = int64_t(add.request.prompt.size());
+      t.queued_tokens = int64_t(kv_tokens.size());
       workers[p]->queued_prompt_tokens += t.queued_tokens;
       workers[p]->Remember(hashes);
     } else {
@@ -278,7 +272,7 @@ struct Router::Impl {
       target = PickMixed();
       if (target < 0 && d >= 0) {
         target = d;
-        Promise(d, add.request.prompt.size());
+        Promise(d, kv_tokens.size());
       }
       if (target < 0) return false;
       add.mode = RequestMode::kFull;
@@ -302,10 +296,10 @@ struct Router::Impl {
     if (add.mode == RequestMode::kPrefillOnly && layerwise) {
       t.decode = d;
       ++workers[d]->in_flight;
-      add.mode = RequestMode::kDecode;  // no output tokens yet: they come with the KV
+      add.mode = RequestMode::kDecodeLayerwise;  // the prefill's token comes with the KV
       add.source_host = workers[p]->endpoint.host;
       add.source_port = workers[p]->endpoint.port;
-      Promise(d, add.request.prompt.size());
+      Promise(d, kv_tokens.size());
       box.emplace_back(workers[d]->conn, Encode(add));
     }
     return true;
@@ -578,12 +572,12 @@ struct Router::Impl {
     AddRequestMsg add;
     add.request_id = t.wire_id;
     add.mode = RequestMode::kDecode;
-    add.request =
-        ContinuationRequest(t.request, std::span<const TokenId>(t.streamed).first(t.attempt_base));
-    add.output_tokens.assign(t.streamed.begin() + ptrdiff_t(t.attempt_base), t.streamed.end());
+    add.request = t.request;
+    // The earlier attempts' tokens; the prefill's own come with its KvDone.
+    add.output_tokens.assign(t.streamed.begin(), t.streamed.begin() + ptrdiff_t(t.attempt_base));
     add.source_host = p.endpoint.host;
     add.source_port = p.endpoint.port;
-    Promise(d, add.request.prompt.size());
+    Promise(d, add.request.prompt.size() + add.output_tokens.size());
     box.emplace_back(workers[d]->conn, Encode(add));
   }
 

@@ -13,14 +13,16 @@
 //
 // Failures. A worker whose connection breaks (or that is silent too long) is marked dead. Each
 // request it held — running on it, or waiting for KV that only it had — is migrated: sent again
-// as a new attempt (a new wire id, so late messages of the old attempt are ignored) with
-//   prompt     = the client's prompt + every token already streamed to the client
-//   max_tokens = the client's max_tokens - those tokens
-// so the client's stream continues without duplicates, and a greedy request ends with the
-// text of an uninterrupted run. If no worker can serve it, the request waits up to
-// wait_for_worker_s for one (AddWorker, e.g. the supervisor's restart), then ends with
-// kError and a message naming the dead worker. None is left hanging. Times in outputs are the
-// router's clock at arrival of each message (workers' clocks are not comparable).
+// as a new attempt (a new wire id, so late messages of the old attempt are ignored) with the
+// client's prompt and parameters, and the tokens already streamed to the client as output the
+// worker continues after (AddRequestMsg::output_tokens, replayed by Engine::AddRequest). So the
+// stream continues without duplicates, a greedy or seeded request ends with the text of an
+// uninterrupted run (the seeded random stream continues at the right draw), and text a worker
+// held back for a possible stop string is streamed or dropped as it would have been. If no worker
+// can serve it, the request waits up to wait_for_worker_s for one (AddWorker, e.g. the supervisor's
+// restart), then ends with kError and a message naming the dead worker. None is left hanging. Times
+// in outputs are the router's clock at arrival of each message (workers' clocks are not
+// comparable).
 //
 // Thread-safety: as Backend; AddWorker and ReplaceWorker from any thread.
 #pragma once
@@ -84,11 +86,6 @@ int ChooseDecode(std::span<const WorkerLoad> workers);
 // as the engine's prefix cache chains them; the router remembers them per prefill worker.
 constexpr int32_t kRouterBlockTokens = 16;
 std::vector<uint64_t> PrefixBlockHashes(std::span<const TokenId> prompt);
-
-// A request's next attempt after `streamed` tokens reached the client: the prompt extended by
-// them, max_tokens and min_tokens reduced by their number. Precondition: fewer than
-// max_tokens were streamed.
-Request ContinuationRequest(const Request& original, std::span<const TokenId> streamed);
 
 class Router : public Backend {
  public:

@@ -448,7 +448,7 @@ Result<AddRequestMsg> DecodeAddRequest(const Frame& f) {
   AddRequestMsg m;
   m.request_id = r.U64();
   const uint8_t mode = r.U8();
-  if (mode > uint8_t(RequestMode::kDecode)) r.Fits(1, ~uint64_t{0});
+  if (mode > uint8_t(RequestMode::kDecodeLayerwise)) r.Fits(1, ~uint64_t{0});
   m.mode = static_cast<RequestMode>(mode);
   m.request.priority = r.I32();
   m.request.params = GetParams(r);

@@ -56,7 +56,13 @@ enum class RequestMode : uint8_t {
   kFull = 0,         // run to the end (mixed worker)
   kPrefillOnly = 1,  // compute the prompt's KV, sample the first token, stage the KV
   kDecode = 2,       // pull the KV from source_host:source_port, then decode
+  // As kDecode, sent together with the prefill: the KV streams in layer by layer while the
+  // prefill worker computes it (layer-wise transfer).
+  kDecodeLayerwise = 3,
 };
+inline bool IsDecodeMode(RequestMode m) {
+  return m == RequestMode::kDecode || m == RequestMode::kDecodeLayerwise;
+}
 
 struct Frame {
   MessageType type = MessageType::kHeartbeat;
@@ -105,8 +111,9 @@ struct AddRequestMsg {
   uint64_t request_id = 0;  // the router's id; workers key everything by it
   RequestMode mode = RequestMode::kFull;
   Request request;
-  // kDecode: tokens sampled by the prefill worker. Empty when the router sent the request while
-  // the prompt was still being prefilled (layer-wise KV transfer): they come with KvDone.
+  // Tokens generated (and streamed to the client) by earlier attempts of this request: the
+  // worker continues after them (Engine::AddRequest's output_tokens). For the decode modes the
+  // prefill worker's KV covers prompt + output_tokens; the tokens it sampled come with KvDone.
   std::vector<TokenId> output_tokens;
   std::string source_host;  // kDecode: the prefill worker holding the KV
   uint16_t source_port = 0;

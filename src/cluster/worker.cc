@@ -262,23 +262,36 @@ struct Worker::Impl : public Executor {
   struct Tracked {
     uint64_t rid = 0;
     RequestMode mode = RequestMode::kFull;
-    int32_t max_tokens = 0;  // as the router asked
-    int32_t prompt_len = 0;
-    int32_t prefill_blocks = 0;   // prefill: counted in inflight_prefill_blocks
+    int32_t max_tokens = 0;      // as the router asked
+    int32_t prompt_len = 0;      // prompt + earlier attempts' output: the tokens a prefill computes
+    int32_t num_prior = 0;       // earlier attempts' output tokens
+    int32_t prefill_blocks = 0;  // prefill: counted in inflight_prefill_blocks
     uint32_t kv_transfer_us = 0;  // decode: the pull's duration, sent with the first output
     bool kv_layerwise = false;    // decode: that pull streamed during the prefill
   };
+  // Tokens whose KV a prefill computes (and a decode worker receives): the prompt and the
+  // earlier attempts' output.
+  static int32_t KvTokens(const AddRequestMsg& m) {
+    return int32_t(m.request.prompt.size() + m.output_tokens.size());
+  }
+  // Prefill: whether a prompt of kv_tokens, after num_prior earlier tokens and the one sampled
+  // here, goes on to a decode worker (the client asked for more and the context has room).
+  bool HandsOff(int32_t max_tokens, int32_t num_prior, int32_t kv_tokens) const {
+    return max_tokens > num_prior + 1 && kv_tokens + 1 < engine.max_model_len();
+  }
+
   // A decode worker's pull in progress.
   struct Transfer {
     AddRequestMsg msg;
+    int32_t kv_tokens = 0;  // prompt + earlier output: what the pulled KV covers
     std::vector<BlockId> blocks;
     int64_t num_received = 0;
     bool cancelled = false;
     std::shared_ptr<Connection> peer;
     std::chrono::steady_clock::time_point last_progress;  // pull sent or last block received
     std::chrono::steady_clock::time_point pull_sent;
-    // Layer-wise: pulled while the prompt was still being prefilled (msg.output_tokens empty
-    // until KvDone); its transfer time is measured from the first frame for it, not the pull.
+    // Layer-wise (kDecodeLayerwise): pulled while the prompt was still being prefilled; its
+    // transfer time is measured from the first frame for it, not the pull.
     bool early = false;
     std::optional<std::chrono::steady_clock::time_point> first_frame;
     bool shm = false;  // the prefill worker writes into our shared cache; only KvDone comes
@@ -462,10 +475,10 @@ struct Worker::Impl : public Executor {
       case MessageType::kAddRequest: {
         CLEAVE_ASSIGN_OR_RETURN(AddRequestMsg m, DecodeAddRequest(frame));
         std::lock_guard lock(mu);
-        if (m.mode == RequestMode::kDecode) {
+        if (IsDecodeMode(m.mode)) {
           pulls.push_back(std::move(m));
         } else {
-          queued_prefill_tokens += m.request.prompt.size();
+          queued_prefill_tokens += KvTokens(m);
           pending.push_back(std::move(m));
         }
         Wake();
@@ -504,7 +517,7 @@ struct Worker::Impl : public Executor {
     auto erase_from = [&](std::deque<AddRequestMsg>& q) {
       for (auto it = q.begin(); it != q.end(); ++it) {
         if (it->request_id == rid) {
-          if (&q == &pending) queued_prefill_tokens -= it->request.prompt.size();
+          if (&q == &pending) queued_prefill_tokens -= KvTokens(*it);
           q.erase(it);
           return true;
         }
@@ -570,7 +583,7 @@ struct Worker::Impl : public Executor {
       prompt_len = by_engine.at(it->second).prompt_len;
     }
     for (const AddRequestMsg& p : pending) {
-      if (p.request_id == rid) prompt_len = int64_t(p.request.prompt.size());
+      if (p.request_id == rid) prompt_len = KvTokens(p);
     }
     if (auto it = staged.find(rid); it != staged.end()) {
       StagedKv kv = std::move(it->second);
@@ -674,8 +687,10 @@ struct Worker::Impl : public Executor {
           t.last_progress = std::chrono::steady_clock::now();
         }
         if (!t.first_frame) t.first_frame = std::chrono::steady_clock::now();
-        if (t.msg.output_tokens.empty()) t.msg.output_tokens = std::move(m.output_tokens);
-        if (m.ok && t.msg.output_tokens.empty()) {
+        // The prefill's sampled tokens follow the earlier attempts' output.
+        t.msg.output_tokens.insert(t.msg.output_tokens.end(), m.output_tokens.begin(),
+                                   m.output_tokens.end());
+        if (m.ok && m.output_tokens.empty()) {
           m.ok = false;
           m.error = "the prefill worker sent no first token";
         }
@@ -751,7 +766,7 @@ struct Worker::Impl : public Executor {
       {
         std::lock_guard lock(mu);
         if (pulls.empty()) return;
-        const int32_t n = CeilDiv(pulls.front().request.prompt.size(), cache->block_size());
+        const int32_t n = CeilDiv(KvTokens(pulls.front()), cache->block_size());
         const int32_t free_blocks = engine.block_stats().num_free_blocks;
         const bool idle = engine.num_running() == 0 && transfers.empty();
         if (free_blocks - n < config.decode_reserve_blocks && !(idle && free_blocks >= n)) return;
@@ -779,7 +794,8 @@ struct Worker::Impl : public Executor {
         t.blocks = std::move(blocks);
         t.peer = *peer;
         t.last_progress = t.pull_sent = std::chrono::steady_clock::now();
-        t.early = t.msg.output_tokens.empty();
+        t.kv_tokens = KvTokens(t.msg);
+        t.early = t.msg.mode == RequestMode::kDecodeLayerwise;
         t.shm = shm_peers.count(peer->get()) > 0;
         if (t.shm) pull.block_ids.assign(t.blocks.begin(), t.blocks.end());
         transfers.emplace(rid, std::move(t));
@@ -866,7 +882,7 @@ struct Worker::Impl : public Executor {
       std::vector<BlockId> blocks = t.blocks;
       Result<RequestId> eid =
           engine.AddPrefilledRequest(std::move(t.msg.request), std::move(t.msg.output_tokens),
-                                     std::move(t.blocks), prompt_len);
+                                     std::move(t.blocks), t.kv_tokens);
       if (!eid.ok()) {
         engine.FreeBlocks(blocks);
         failed.emplace_back(rid, eid.status().ToString());
@@ -874,7 +890,7 @@ struct Worker::Impl : public Executor {
       }
       const auto transfer_us = std::chrono::duration_cast<std::chrono::microseconds>(
           t.last_progress - (t.early ? *t.first_frame : t.pull_sent));
-      Tracked tracked{rid, RequestMode::kDecode, max_tokens, prompt_len, 0};
+      Tracked tracked{rid, RequestMode::kDecode, max_tokens, prompt_len};
       tracked.kv_transfer_us = uint32_t(std::clamp<int64_t>(transfer_us.count(), 1, 1 << 30));
       tracked.kv_layerwise = t.early;
       by_engine[*eid] = tracked;
@@ -882,7 +898,7 @@ struct Worker::Impl : public Executor {
     }
     while (!pending.empty()) {
       AddRequestMsg& m = pending.front();
-      const int32_t prompt_len = int32_t(m.request.prompt.size());
+      const int32_t prompt_len = KvTokens(m);
       int32_t blocks = 0;
       if (m.mode == RequestMode::kPrefillOnly) {
         blocks = CeilDiv(prompt_len, cache->block_size());
@@ -893,17 +909,22 @@ struct Worker::Impl : public Executor {
       pending.pop_front();
       queued_prefill_tokens -= prompt_len;
       const int32_t max_tokens = msg.request.params.max_tokens;
+      const int32_t num_prior = int32_t(msg.output_tokens.size());
       if (msg.mode == RequestMode::kPrefillOnly) {
-        msg.request.params.max_tokens = 1;
-        msg.request.params.min_tokens = std::min(msg.request.params.min_tokens, 1);
+        // One more token; its text may be held back for the decode worker, which replays it.
+        msg.request.params.max_tokens = num_prior + 1;
+        msg.request.params.min_tokens = std::min(msg.request.params.min_tokens, num_prior + 1);
+        msg.request.hold_text_at_length = HandsOff(max_tokens, num_prior, prompt_len);
       }
-      Result<RequestId> eid = engine.AddRequest(std::move(msg.request));
+      Result<RequestId> eid =
+          engine.AddRequest(std::move(msg.request), std::move(msg.output_tokens));
       if (!eid.ok()) {
         failed.emplace_back(msg.request_id, eid.status().ToString());
         continue;
       }
       inflight_prefill_blocks += blocks;
-      by_engine[*eid] = Tracked{msg.request_id, msg.mode, max_tokens, prompt_len, blocks};
+      by_engine[*eid] =
+          Tracked{msg.request_id, msg.mode, max_tokens, prompt_len, num_prior, blocks};
       by_rid[msg.request_id] = *eid;
     }
     return failed;
@@ -925,8 +946,9 @@ struct Worker::Impl : public Executor {
         if (t.mode == RequestMode::kPrefillOnly && out.finished) {
           inflight_prefill_blocks -= t.prefill_blocks;
           auto kv = captured.find(out.request_id);
-          const bool more = out.finish_reason == FinishReason::kLength && t.max_tokens > 1 &&
-                            t.prompt_len + 1 < engine.max_model_len() && !out.token_ids.empty();
+          const bool more = out.finish_reason == FinishReason::kLength &&
+                            HandsOff(t.max_tokens, t.num_prior, t.prompt_len) &&
+                            !out.token_ids.empty();
           const bool hand_off = more && router;
           if (auto push = pushes.find(t.rid); push != pushes.end()) {
             // A decode worker has (most of) the KV already: finish the push.

@@ -38,7 +38,7 @@ Engine::Engine(EngineConfig config, Executor* executor, const Tokenizer* tokeniz
 
 Engine::~Engine() = default;
 
-Status Engine::ValidateRequest(const Request& r) const {
+Status Engine::ValidateRequest(const Request& r, std::span<const TokenId> output_tokens) const {
   const SamplingParams& p = r.params;
   const int32_t vocab = executor_->vocab_size();
   if (r.prompt.empty()) return InvalidArgument("prompt is empty");
@@ -46,9 +46,17 @@ Status Engine::ValidateRequest(const Request& r) const {
     if (id < 0 || id >= vocab)
       return InvalidArgument("prompt token {} outside vocab {}", id, vocab);
   }
-  if (static_cast<int64_t>(r.prompt.size()) >= max_model_len_) {
+  for (TokenId id : output_tokens) {
+    if (id < 0 || id >= vocab)
+      return InvalidArgument("output token {} outside vocab {}", id, vocab);
+  }
+  if (static_cast<int64_t>(r.prompt.size() + output_tokens.size()) >= max_model_len_) {
     return InvalidArgument("prompt of {} tokens leaves no room in the context of {} tokens",
-                           r.prompt.size(), max_model_len_);
+                           r.prompt.size() + output_tokens.size(), max_model_len_);
+  }
+  if (static_cast<int64_t>(output_tokens.size()) >= p.max_tokens) {
+    return InvalidArgument("{} tokens already generated leave none of max_tokens {}",
+                           output_tokens.size(), p.max_tokens);
   }
   if (p.max_tokens < 1) return InvalidArgument("max_tokens must be >= 1, got {}", p.max_tokens);
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens) {
@@ -64,20 +72,33 @@ Status Engine::ValidateRequest(const Request& r) const {
   return Status::Ok();
 }
 
-std::unique_ptr<Sequence> Engine::NewSequence(Request request) {
+std::unique_ptr<Sequence> Engine::NewSequence(Request request,
+                                              std::span<const TokenId> output_tokens) {
   const RequestId id = next_id_++;
+  const bool hold_text_at_length = request.hold_text_at_length;
   auto seq = std::make_unique<Sequence>(id, std::move(request.prompt), std::move(request.params),
                                         request.priority, next_arrival_++, config_.clock());
   if (!seq->params().seed) seq->rng = Rng(seed_rng_.Next());
-  streams_.emplace(std::piecewise_construct, std::forward_as_tuple(id),
-                   std::forward_as_tuple(seq->params(), tokenizer_));
+  Stream& stream = streams_
+                       .emplace(std::piecewise_construct, std::forward_as_tuple(id),
+                                std::forward_as_tuple(seq->params(), tokenizer_))
+                       .first->second;
+  stream.hold_text_at_length = hold_text_at_length;
+  // Replay: the text these tokens made was streamed by whoever sampled them (or is held back
+  // in the stop checker, exactly as it was there).
+  for (TokenId t : output_tokens) {
+    seq->AppendToken(t);
+    if (stream.decoder && !stream.stop.IsStopToken(t)) {
+      (void)stream.stop.PushText(stream.decoder->Push(t));
+    }
+  }
   return seq;
 }
 
-Result<RequestId> Engine::AddRequest(Request request) {
+Result<RequestId> Engine::AddRequest(Request request, std::vector<TokenId> output_tokens) {
   std::lock_guard lock(mu_);
-  CLEAVE_RETURN_IF_ERROR(ValidateRequest(request));
-  std::unique_ptr<Sequence> seq = NewSequence(std::move(request));
+  CLEAVE_RETURN_IF_ERROR(ValidateRequest(request, output_tokens));
+  std::unique_ptr<Sequence> seq = NewSequence(std::move(request), output_tokens);
   RequestId id = seq->id();
   scheduler_.Add(std::move(seq));
   return id;
@@ -87,7 +108,7 @@ Result<RequestId> Engine::AddPrefilledRequest(Request request, std::vector<Token
                                               std::vector<BlockId> block_table,
                                               int32_t num_computed_tokens) {
   std::lock_guard lock(mu_);
-  CLEAVE_RETURN_IF_ERROR(ValidateRequest(request));
+  CLEAVE_RETURN_IF_ERROR(ValidateRequest(request, output_tokens));
   const int64_t num_tokens = int64_t(request.prompt.size()) + int64_t(output_tokens.size());
   if (num_computed_tokens < 1 || num_computed_tokens > num_tokens ||
       int64_t(block_table.size()) < pool_.BlocksFor(num_computed_tokens)) {
@@ -102,8 +123,7 @@ Result<RequestId> Engine::AddPrefilledRequest(Request request, std::vector<Token
       return InvalidArgument("block {} was not allocated", b);
     }
   }
-  std::unique_ptr<Sequence> seq = NewSequence(std::move(request));
-  for (TokenId t : output_tokens) seq->AppendToken(t);
+  std::unique_ptr<Sequence> seq = NewSequence(std::move(request), output_tokens);
   seq->block_table = std::move(block_table);
   seq->num_computed_tokens = num_computed_tokens;
   RequestId id = seq->id();
@@ -208,7 +228,8 @@ void Engine::AppendToken(Sequence* seq, Stream& stream, const SampleResult& samp
     Push(std::move(out));
     return;
   }
-  if (out.stop_string.empty() && stream.decoder) {
+  const bool continues_elsewhere = *reason == FinishReason::kLength && stream.hold_text_at_length;
+  if (out.stop_string.empty() && stream.decoder && !continues_elsewhere) {
     // Whatever the decoder and the stop checker still hold is final now (a stop string could
     // still complete inside the decoder's tail).
     StopChecker::TextResult text = stream.stop.PushText(stream.decoder->Flush());

@@ -46,6 +46,10 @@ struct Request {
   std::vector<TokenId> prompt;
   SamplingParams params;
   int32_t priority = 0;  // lower is served first
+  // The output continues elsewhere after this engine stops at max_tokens (a prefill worker's
+  // first token): text held back there (a possible stop string, an incomplete character) is
+  // not flushed, because the engine that continues replays the same tokens and owns it.
+  bool hold_text_at_length = false;
 };
 
 struct TokenLogprobs {
@@ -79,12 +83,16 @@ class Engine {
   Engine(EngineConfig config, Executor* executor, const Tokenizer* tokenizer);
   ~Engine();
 
-  // Validates and queues a request. Thread-safe.
-  Result<RequestId> AddRequest(Request request);
+  // Validates and queues a request. output_tokens were generated before it reached this engine
+  // (an earlier attempt on a worker that died, or another worker): they are computed with the
+  // prompt, count toward max_tokens and min_tokens, continue a seeded request's random stream
+  // (draw n depends only on seed and n), and are replayed through the detokenizer and stop
+  // checker without being streamed again, so text held back at the hand-over (a possible stop
+  // string) is streamed or dropped exactly as in an uninterrupted run. Thread-safe.
+  Result<RequestId> AddRequest(Request request, std::vector<TokenId> output_tokens = {});
   // Queues a request whose KV for tokens [0, num_computed_tokens) of prompt + output_tokens is
   // already in block_table (allocated with AllocateBlocks, filled elsewhere, e.g. by a prefill
-  // worker). output_tokens were sampled elsewhere, count toward max_tokens and are not streamed
-  // again. Thread-safe.
+  // worker). output_tokens are as in AddRequest. Thread-safe.
   Result<RequestId> AddPrefilledRequest(Request request, std::vector<TokenId> output_tokens,
                                         std::vector<BlockId> block_table,
                                         int32_t num_computed_tokens);
@@ -123,10 +131,13 @@ class Engine {
     StopChecker stop;
     std::optional<IncrementalDecoder> decoder;
     double first_token_time_s = -1;
+    bool hold_text_at_length = false;  // Request::hold_text_at_length
   };
 
-  Status ValidateRequest(const Request& request) const;
-  std::unique_ptr<Sequence> NewSequence(Request request);
+  Status ValidateRequest(const Request& request, std::span<const TokenId> output_tokens = {}) const;
+  // A sequence and its output stream, with output_tokens replayed into both.
+  std::unique_ptr<Sequence> NewSequence(Request request,
+                                        std::span<const TokenId> output_tokens = {});
   void Update(const ScheduledBatch& batch, Logits& logits);
   void AppendToken(Sequence* seq, Stream& stream, const SampleResult& sample, double now);
   void FinishRequest(RequestId id, FinishReason reason, RequestOutput out);

@@ -78,22 +78,5 @@ TEST(RouterChoiceTest, BlockHashesAreChainedOverFullBlocks) {
   EXPECT_NE(h[0], h[1]);
 }
 
-TEST(RouterChoiceTest, ContinuationExtendsPromptAndShrinksBudget) {
-  Request r;
-  r.prompt = {1, 2, 3};
-  r.params.max_tokens = 10;
-  r.params.min_tokens = 4;
-  r.params.temperature = 0;
-  const std::vector<TokenId> streamed = {7, 8, 9};
-  const Request next = ContinuationRequest(r, streamed);
-  EXPECT_EQ(next.prompt, (std::vector<TokenId>{1, 2, 3, 7, 8, 9}));
-  EXPECT_EQ(next.params.max_tokens, 7);
-  EXPECT_EQ(next.params.min_tokens, 1);
-  EXPECT_EQ(next.params.temperature, 0);
-  const std::vector<TokenId> more = {7, 8, 9, 10, 11};
-  EXPECT_EQ(ContinuationRequest(r, more).params.min_tokens, 0);
-  EXPECT_EQ(ContinuationRequest(r, {}).prompt, r.prompt);
-}
-
 }  // namespace
 }  // namespace cleave::cluster

@@ -215,8 +215,10 @@ TEST(RouterMigrationTest, MixedWorkerDiesRequestContinuesOnAnother) {
   ASSERT_TRUE(second);
   EXPECT_NE(second->request_id, first->request_id);
   EXPECT_EQ(second->mode, RequestMode::kFull);
-  EXPECT_EQ(second->request.prompt, (std::vector<TokenId>{1, 2, 3, 10, 11}));
-  EXPECT_EQ(second->request.params.max_tokens, 4);
+  // The client's request, continued after the streamed tokens.
+  EXPECT_EQ(second->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(second->output_tokens, (std::vector<TokenId>{10, 11}));
+  EXPECT_EQ(second->request.params.max_tokens, 6);
   // A late message under the old attempt's id is ignored.
   b.Send(first->request_id, {99}, true, FinishReason::kLength);
   b.Send(second->request_id, {12, 13});
@@ -244,7 +246,7 @@ TEST(RouterMigrationTest, DecodeWorkerDiesRequestIsPrefilledAgainWithStreamedTok
   EXPECT_EQ(dec->mode, RequestMode::kDecode);
   EXPECT_EQ(dec->request_id, pre->request_id);
   EXPECT_EQ(dec->request.prompt, (std::vector<TokenId>{1, 2, 3}));
-  EXPECT_EQ(dec->output_tokens, (std::vector<TokenId>{10}));
+  EXPECT_TRUE(dec->output_tokens.empty());  // the prefill's token comes with its KV
   EXPECT_EQ(dec->source_port, p.endpoint().port);
   d1.Send(dec->request_id, {11, 12});
   Stream s;
@@ -254,14 +256,15 @@ TEST(RouterMigrationTest, DecodeWorkerDiesRequestIsPrefilledAgainWithStreamedTok
   std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
   ASSERT_TRUE(pre2);
   EXPECT_EQ(pre2->mode, RequestMode::kPrefillOnly);
-  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10, 11, 12}));
-  EXPECT_EQ(pre2->request.params.max_tokens, 3);
+  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(pre2->output_tokens, (std::vector<TokenId>{10, 11, 12}));
+  EXPECT_EQ(pre2->request.params.max_tokens, 6);
   p.Send(pre2->request_id, {13}, false, FinishReason::kNone, true);
   std::optional<AddRequestMsg> dec2 = d2.WaitAdd(0);
   ASSERT_TRUE(dec2);
-  EXPECT_EQ(dec2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10, 11, 12}));
-  EXPECT_EQ(dec2->request.params.max_tokens, 3);
-  EXPECT_EQ(dec2->output_tokens, (std::vector<TokenId>{13}));
+  EXPECT_EQ(dec2->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(dec2->request.params.max_tokens, 6);
+  EXPECT_EQ(dec2->output_tokens, (std::vector<TokenId>{10, 11, 12}));  // 13 comes with the KV
   d2.Send(dec2->request_id, {14, 15}, true, FinishReason::kLength);
   Collect(*router, *id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13, 14, 15}));
@@ -283,8 +286,9 @@ TEST(RouterMigrationTest, FailedPullIsPrefilledAgain) {
   std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
   ASSERT_TRUE(pre2);
   EXPECT_TRUE(p.WaitCancel(split->pre.request_id));  // the staged KV of the old attempt is dropped
-  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
-  EXPECT_EQ(pre2->request.params.max_tokens, 3);
+  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(pre2->output_tokens, (std::vector<TokenId>{10}));
+  EXPECT_EQ(pre2->request.params.max_tokens, 4);
   p.Send(pre2->request_id, {11}, false, FinishReason::kNone, true);
   std::optional<AddRequestMsg> dec2 = d.WaitAdd(1);
   ASSERT_TRUE(dec2);
@@ -307,7 +311,8 @@ TEST(RouterMigrationTest, PrefillWorkerDiesBeforeThePullDecodeWorkerRunsItWhole)
   std::optional<AddRequestMsg> full = d.WaitAdd(1);
   ASSERT_TRUE(full);
   EXPECT_EQ(full->mode, RequestMode::kFull);
-  EXPECT_EQ(full->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
+  EXPECT_EQ(full->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(full->output_tokens, (std::vector<TokenId>{10}));
   d.Send(full->request_id, {11, 12, 13}, true, FinishReason::kLength);
   Stream s;
   Collect(*router, split->id, s);
@@ -339,7 +344,8 @@ TEST(RouterMigrationTest, SilentWorkerIsTakenForDead) {
   std::optional<AddRequestMsg> moved = b.WaitAdd(0);  // no Step() call in between
   ASSERT_TRUE(moved);
   EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
-  EXPECT_EQ(moved->request.prompt, (std::vector<TokenId>{1, 2, 10}));
+  EXPECT_EQ(moved->request.prompt, (std::vector<TokenId>{1, 2}));
+  EXPECT_EQ(moved->output_tokens, (std::vector<TokenId>{10}));
   b.Send(moved->request_id, {11, 12}, true, FinishReason::kLength);
   Collect(*router, *id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12}));
@@ -395,8 +401,9 @@ TEST(RouterMigrationTest, WaitingRequestMovesToAReplacementWorker) {
   std::optional<AddRequestMsg> fresh = b.WaitAdd(1);
   ASSERT_TRUE(moved && fresh);
   if (moved->request.prompt.size() == 1) std::swap(moved, fresh);
-  EXPECT_EQ(moved->request.prompt, (std::vector<TokenId>{1, 2, 10}));
-  EXPECT_EQ(moved->request.params.max_tokens, 2);
+  EXPECT_EQ(moved->request.prompt, (std::vector<TokenId>{1, 2}));
+  EXPECT_EQ(moved->output_tokens, (std::vector<TokenId>{10}));
+  EXPECT_EQ(moved->request.params.max_tokens, 3);
   b.Send(moved->request_id, {11, 12}, true, FinishReason::kLength);
   Collect(*router, *id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12}));
@@ -478,7 +485,7 @@ TEST(RouterLayerwiseTest, DecodeWorkerChosenAtDispatchAndItsTokensFollowTheFirst
   std::optional<AddRequestMsg> dec = d.WaitAdd(0);
   ASSERT_TRUE(pre && dec);
   EXPECT_EQ(pre->mode, RequestMode::kPrefillOnly);
-  EXPECT_EQ(dec->mode, RequestMode::kDecode);
+  EXPECT_EQ(dec->mode, RequestMode::kDecodeLayerwise);
   EXPECT_EQ(dec->request_id, pre->request_id);
   EXPECT_EQ(dec->request.prompt, (std::vector<TokenId>{1, 2, 3}));
   EXPECT_TRUE(dec->output_tokens.empty());
@@ -508,7 +515,8 @@ TEST(RouterLayerwiseTest, DecodeWorkerChosenAtDispatchAndItsTokensFollowTheFirst
   p.Send(pre_b->request_id, {20}, false, FinishReason::kNone, true);
   std::optional<AddRequestMsg> dec_b = d.WaitAdd(2);
   ASSERT_TRUE(dec_b);
-  EXPECT_EQ(dec_b->output_tokens, (std::vector<TokenId>{20}));
+  EXPECT_EQ(dec_b->mode, RequestMode::kDecode);
+  EXPECT_TRUE(dec_b->output_tokens.empty());
 }
 
 // A failed layer-wise transfer reported before the first token is acted on after it: the
@@ -528,7 +536,8 @@ TEST(RouterLayerwiseTest, EarlyTransferFailureRetriesAfterTheFirstToken) {
   p.Send(pre->request_id, {10}, false, FinishReason::kNone, true);
   std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
   ASSERT_TRUE(pre2);
-  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3, 10}));
+  EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_EQ(pre2->output_tokens, (std::vector<TokenId>{10}));
   std::optional<AddRequestMsg> dec2 = d.WaitAdd(1);  // layer-wise again (queue is short)
   ASSERT_TRUE(dec2);
   EXPECT_EQ(dec2->request_id, pre2->request_id);

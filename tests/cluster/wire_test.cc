@@ -105,9 +105,14 @@ TEST(WireTest, TokenOutputCarriesTransferFailureFlag) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(back->kv_transfer_failed);
   EXPECT_FALSE(back->kv_staged);
-  // Flag bits past the two defined ones are refused.
+  // Bit 2 is kv_layerwise; bits past the three defined ones are refused.
   Frame f = Encode(m);
   f.payload[8] = 0x04;
+  back = DecodeTokenOutput(f);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->kv_layerwise);
+  EXPECT_FALSE(back->kv_transfer_failed);
+  f.payload[8] = 0x08;
   EXPECT_FALSE(DecodeTokenOutput(f).ok());
 }
 

@@ -361,6 +361,76 @@ TEST_F(EngineTest, PrefilledRequestContinuesFromShippedKv) {
   EXPECT_EQ(got, ref);
 }
 
+// A request handed over after k tokens (the first engine stops at k holding back its text, the
+// next continues after those k tokens, as a prefill worker and a decode worker do, or a migrated
+// request) streams exactly the tokens and text of one uninterrupted run: the seeded random
+// stream continues at draw k, and a stop string that starts before the hand-over and ends after
+// it is still caught, with none of its text emitted.
+TEST_F(EngineTest, ContinuationAfterEarlierTokensMatchesAnUninterruptedRun) {
+  Init({.num_blocks = 64, .block_size = 16});
+  const std::vector<TokenId> prompt = Prompts(1, 6, 20, 21)[0];
+  SamplingParams params;
+  params.temperature = 0.9f;
+  params.top_k = 50;
+  params.max_tokens = 24;
+  params.ignore_eos = true;
+  params.seed = 77;
+  const RequestId whole = Add(prompt, params);
+  Run();
+  const std::vector<TokenId> full = collected_[whole].tokens;
+  ASSERT_EQ(full.size(), 24u);
+  ASSERT_NE(full, ReferenceGreedy(*fake_, prompt, 24)) << "sampling looks greedy";
+  std::string text;
+  std::vector<size_t> token_end;  // text length after each token
+  for (TokenId t : full) {
+    text += tokenizer_.TokenToBytes(t, true);
+    token_end.push_back(text.size());
+  }
+  // A stop string from the last character of token b to two characters into the rest.
+  size_t b = 0;
+  while (b + 2 < token_end.size() && (token_end[b] < 8 || token_end[b + 1] - token_end[b] < 2)) ++b;
+  ASSERT_LT(b + 2, token_end.size());
+  const std::string stop = text.substr(token_end[b] - 1, 3);
+  const size_t first = text.find(stop);
+  ASSERT_EQ(first, token_end[b] - 1) << "pick a stop string that occurs once";
+
+  for (bool with_stop : {false, true}) {
+    SCOPED_TRACE(with_stop ? "stop string across the hand-over" : "no stop string");
+    SamplingParams p = params;
+    if (with_stop) p.stop = {stop};
+    const RequestId uninterrupted = Add(prompt, p);
+    Run();
+    const Collected& u = collected_[uninterrupted];
+    // Hand over after token b: the stop string's first character is held back there.
+    Request head{prompt, p};
+    head.params.max_tokens = int32_t(b) + 1;
+    head.hold_text_at_length = true;
+    auto head_id = engine_->AddRequest(head);
+    ASSERT_TRUE(head_id.ok());
+    Run();
+    const Collected& h = collected_[*head_id];
+    ASSERT_EQ(h.tokens, std::vector<TokenId>(full.begin(), full.begin() + ptrdiff_t(b) + 1));
+    auto tail_id = engine_->AddRequest({prompt, p}, h.tokens);
+    ASSERT_TRUE(tail_id.ok()) << tail_id.status().ToString();
+    Run();
+    const Collected& t = collected_[*tail_id];
+    std::vector<TokenId> joined = h.tokens;
+    joined.insert(joined.end(), t.tokens.begin(), t.tokens.end());
+    EXPECT_EQ(joined, u.tokens);
+    EXPECT_EQ(h.text + t.text, u.text);
+    EXPECT_EQ(t.last.finish_reason, u.last.finish_reason);
+    if (with_stop) {
+      EXPECT_EQ(u.last.finish_reason, FinishReason::kStop);
+      EXPECT_EQ(u.text, text.substr(0, first));
+      EXPECT_EQ(h.text, text.substr(0, first)) << "the held-back character was not held";
+    } else {
+      EXPECT_EQ(u.tokens, full);
+    }
+  }
+  // Earlier tokens leave none of max_tokens: refused.
+  EXPECT_FALSE(engine_->AddRequest({prompt, params}, full).ok());
+}
+
 TEST_F(EngineTest, AddCancelAndPollFromAnotherThread) {
   Init({.num_blocks = 48, .block_size = 16});
   std::atomic<bool> stop{false};
