@@ -51,15 +51,21 @@ int MaxStreamedAtMigration(const CleaveServer& server) {
   return most;
 }
 
-// A streaming greedy completion; `tokens_seen` counts the tokens as they arrive.
-Completion Stream(int port, const std::string& prompt, std::atomic<int>* tokens_seen) {
+// A streaming completion, greedy or (seed >= 0) sampled with that seed; `tokens_seen` counts
+// the tokens as they arrive.
+Completion Stream(int port, const std::string& prompt, std::atomic<int>* tokens_seen,
+                  int seed = -1) {
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(120, 0);
-  const json body = {{"prompt", prompt},
-                     {"max_tokens", kMaxTokens},
-                     {"temperature", 0},
-                     {"logprobs", 0},
-                     {"stream", true}};
+  json body = {{"prompt", prompt},
+               {"max_tokens", kMaxTokens},
+               {"temperature", 0},
+               {"logprobs", 0},
+               {"stream", true}};
+  if (seed >= 0) {
+    body["temperature"] = 0.8;
+    body["seed"] = seed;
+  }
   Completion out;
   std::string buffer;
   httplib::Request req;
@@ -121,7 +127,9 @@ std::vector<std::string> Prompts() {
   return prompts;
 }
 
-// Runs the load; calls `fault` once `kill_after_tokens` tokens were streamed in total.
+// Runs the load (every third request sampled with a fixed seed, the others greedy); calls
+// `fault` once `kill_after_tokens` tokens were streamed in total. A migrated seeded request must
+// continue its random stream where it was, so its text matches an uninterrupted run too.
 std::vector<Completion> RunLoad(int port, int kill_after_tokens,
                                 const std::function<void()>& fault) {
   const std::vector<std::string> prompts = Prompts();
@@ -129,7 +137,9 @@ std::vector<Completion> RunLoad(int port, int kill_after_tokens,
   std::vector<Completion> out(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    threads.emplace_back([&, i] { out[i] = Stream(port, prompts[i], &tokens_seen); });
+    threads.emplace_back([&, i] {
+      out[i] = Stream(port, prompts[i], &tokens_seen, i % 3 == 2 ? int(500 + i) : -1);
+    });
   }
   if (fault) {
     const auto deadline = std::chrono::steady_clock::now() + 60s;
