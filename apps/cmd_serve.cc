@@ -58,7 +58,7 @@ struct ServeOptions {
   int32_t local_prefill_max_tokens = 0;
   int64_t layerwise_kv_queue_limit = 2048;
   WorkerTransportFlags transport;  // passed on to the workers
-  std::string accept_workers;      // HOST:PORT for `cleave worker --join` (no local workers)
+  std::string accept_workers;      // HOST:PORT for `cleave worker --join`
 };
 
 constexpr int32_t kBlockSize = 16;
@@ -189,6 +189,7 @@ int RunServe(const ServeOptions& o) {
   std::unique_ptr<ModelExecutor> executor;
   std::unique_ptr<cluster::LocalCluster> cluster;
   std::unique_ptr<cluster::JoinedCluster> joined;
+  std::unique_ptr<cluster::JoinListener> joiner;  // local workers plus joined ones
   std::unique_ptr<server::EngineService> service_ptr;
   cluster::RouterConfig routing;
   routing.local_prefill_max_tokens = o.local_prefill_max_tokens;
@@ -203,6 +204,18 @@ int RunServe(const ServeOptions& o) {
     cc.mixed_threads = o.threads;
     cc.max_restarts = o.worker_restarts;
     cc.routing = routing;
+    if (!o.accept_workers.empty()) {
+      // Local workers, and more that join from other hosts: one secret for all of them.
+      if (ClusterSecret() == nullptr) {
+        spdlog::error(
+            "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on "
+            "the workers");
+        http_server.Stop();
+        serve_thread.join();
+        return 1;
+      }
+      cc.secret = ClusterSecret();
+    }
     cc.worker_args = {"-m",
                       *path,
                       "--kv-cache-tokens",
@@ -225,6 +238,18 @@ int RunServe(const ServeOptions& o) {
       return 1;
     }
     cluster = std::move(*started);
+    if (!o.accept_workers.empty()) {
+      Result<std::unique_ptr<cluster::JoinListener>> listening =
+          AcceptWorkersInto(o.accept_workers, cluster->router());
+      if (!listening.ok()) {
+        spdlog::error("{}", listening.status().message());
+        http_server.Stop();
+        serve_thread.join();
+        return 1;
+      }
+      joiner = std::move(*listening);
+      spdlog::info("workers on other hosts join at {}", o.accept_workers);
+    }
     service_ptr = std::make_unique<server::EngineService>(sc, &cluster->router(), &metrics);
   } else if (!o.accept_workers.empty()) {
     Result<std::unique_ptr<cluster::JoinedCluster>> started =
@@ -346,8 +371,9 @@ void RegisterServe(CLI::App& app, int& exit_code) {
                   "default 5)")
       ->check(CLI::Range(0, 1000));
   cmd->add_option("--accept-workers", o->accept_workers,
-                  "HOST:PORT where workers on other hosts register (cleave worker --join); "
-                  "without local workers, serve waits for the first (CLEAVE_CLUSTER_SECRET)");
+                  "HOST:PORT where workers on other hosts register (cleave worker --join), "
+                  "next to any local ones; without local workers, serve waits for the first "
+                  "(CLEAVE_CLUSTER_SECRET)");
   cmd->add_option("--local-prefill-max-tokens", o->local_prefill_max_tokens,
                   "Disaggregated: prompts shorter than this are prefilled on the decode worker "
                   "(default 0: never)")

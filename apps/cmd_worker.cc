@@ -47,12 +47,6 @@ struct WorkerOptions {
 constexpr int32_t kBlockSize = 16;
 constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
 
-const char* ClusterSecret() {
-  const char* secret = std::getenv("CLEAVE_CLUSTER_SECRET");
-  if (secret == nullptr || std::string(secret).size() < 16) return nullptr;
-  return secret;
-}
-
 // Registers with the frontend, retrying while it cannot be reached (it may start later).
 Status Join(const WorkerOptions& o, const cluster::WorkerConfig& config, cluster::Worker& worker) {
   CLEAVE_ASSIGN_OR_RETURN(auto frontend, cluster::ParseHostPort(o.join));
@@ -178,6 +172,26 @@ int RunWorker(const WorkerOptions& o) {
 }
 
 }  // namespace
+
+const char* ClusterSecret() {
+  const char* secret = std::getenv("CLEAVE_CLUSTER_SECRET");
+  if (secret == nullptr || std::string(secret).size() < 16) return nullptr;
+  return secret;
+}
+
+Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::string& address,
+                                                                 cluster::Router& router) {
+  const char* secret = ClusterSecret();
+  if (secret == nullptr) {
+    return InvalidArgument(
+        "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on the "
+        "workers");
+  }
+  CLEAVE_ASSIGN_OR_RETURN(auto listen, cluster::ParseHostPort(address));
+  return cluster::JoinListener::Start(
+      listen.first, listen.second, secret,
+      [&router](const cluster::WorkerEndpoint& ep) { return router.AddWorker(ep); });
+}
 
 Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address,
                                                                    cluster::RouterConfig rc) {

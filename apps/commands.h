@@ -13,7 +13,8 @@
 
 namespace cleave::cluster {
 class JoinedCluster;
-}
+class JoinListener;
+}  // namespace cleave::cluster
 
 namespace cleave::app {
 
@@ -38,6 +39,12 @@ std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);
 // `cleave serve --accept-workers HOST:PORT` with no local workers: the router is made of the
 // workers that register (`cleave worker --join`), authenticated with CLEAVE_CLUSTER_SECRET.
 // Waits for the first registration. Defined in cmd_worker.cc.
+// CLEAVE_CLUSTER_SECRET if set and at least 16 characters long, else null.
+const char* ClusterSecret();
+// Listens at address for `cleave worker --join` and adds each worker to `router` (which must
+// outlive the listener); needs CLEAVE_CLUSTER_SECRET, the same as the router's.
+Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::string& address,
+                                                                 cluster::Router& router);
 // `routing` carries the routing knobs; secret and wait_for_worker_s are set here.
 Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address,
                                                                    cluster::RouterConfig routing);

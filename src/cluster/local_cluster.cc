@@ -118,7 +118,7 @@ Result<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
 Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterConfig config) {
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
   cluster->config_ = config;
-  cluster->secret_ = HexSecret();
+  cluster->secret_ = config.secret.empty() ? HexSecret() : config.secret;
   const std::vector<int> cores = AllowedCores();
   struct Group {
     WorkerRole role;

@@ -45,6 +45,9 @@ struct LocalClusterConfig {
   // Routing knobs (local_prefill_max_tokens, layerwise_kv_queue_limit); its workers, secret
   // and wait_for_worker_s are set by Start.
   RouterConfig routing;
+  // Shared by the router and the workers; empty: a random one. Set it (CLEAVE_CLUSTER_SECRET)
+  // to let workers on other hosts join the same router.
+  std::string secret;
 };
 
 struct WorkerProcess {

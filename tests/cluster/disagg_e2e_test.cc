@@ -203,6 +203,62 @@ TEST_F(DisaggE2eTest, KilledDecodeWorkerFailsItsRequestsClearly) {
   EXPECT_NE(health->body.find("\"alive\":false"), std::string::npos) << health->body;
 }
 
+// Local workers and a worker that joins from another host (here: the same one, over TCP) serve
+// behind one router: the joined decode worker is adopted next to the local pair, and when the
+// local decode worker dies (restarts off) the joined one carries the requests, with the same
+// greedy text as a colocated server.
+TEST_F(DisaggE2eTest, LocalAndJoinedWorkersServeTogether) {
+  const std::vector<std::string> prompts = Prompts(4);
+  std::vector<Completion> ref;
+  {
+    CleaveServer colocated("--threads 1");
+    ASSERT_TRUE(colocated.ready()) << colocated.LogTail();
+    ref = CompleteAll(colocated.port(), prompts, 16);
+  }
+  const std::string env = "CLEAVE_CLUSTER_SECRET=local-and-joined-workers-secret";
+  const std::string join_at = "127.0.0.1:" + std::to_string(cleave::testing::FreePort());
+  CleaveServer frontend(
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--worker-restarts 0 --accept-workers " +
+          join_at,
+      env);
+  ASSERT_TRUE(frontend.ready()) << frontend.LogTail();
+  // Not an HTTP server: "ready" never comes; the process runs until the end of the test.
+  cleave::testing::ServerProcess joined(cleave::testing::CleaveBinary() +
+                                            " worker --role decode --threads 1 -m " +
+                                            cleave::testing::DefaultModelPath() +
+                                            " --kv-cache-tokens 4096 --listen 127.0.0.1:0 "
+                                            "--join " +
+                                            join_at,
+                                        0.2, env);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  httplib::Client c("127.0.0.1", frontend.port());
+  auto workers_alive = [&] {
+    auto health = c.Get("/health");
+    if (!health) return -1;
+    const json h = json::parse(health->body, nullptr, false);
+    int alive = 0;
+    for (const json& w : h.value("workers", json::array())) alive += w.value("alive", false);
+    return alive;
+  };
+  while (workers_alive() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(workers_alive(), 3) << frontend.LogTail() << joined.LogTail();
+  cleave::testing::ExpectSameCompletions(ref, CompleteAll(frontend.port(), prompts, 16),
+                                         "local and joined workers");
+  const pid_t local_decode = frontend.WorkerPid("decode");
+  ASSERT_GT(local_decode, 0) << frontend.LogTail();
+  ASSERT_EQ(cleave::testing::SignalPid(local_decode, SIGKILL), 0);
+  while (workers_alive() != 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(workers_alive(), 2) << frontend.LogTail();
+  cleave::testing::ExpectSameCompletions(ref, CompleteAll(frontend.port(), prompts, 16),
+                                         "joined decode worker alone");
+  cleave::testing::ExpectAllKvBlocksFree(frontend);
+}
+
 // A KV transfer cut mid-stream (fault injection) or stalled past --kv-transfer-timeout-s: the
 // request is either re-prefilled (then its text is the normal greedy text) or fails with a clear
 // "KV transfer failed" error, never hangs; no KV block stays reserved; the next requests work.
