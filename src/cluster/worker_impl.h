@@ -127,8 +127,9 @@ struct Worker::Impl : public Executor {
   // waits for the next chunk, except at the end of the prompt).
   void OnLayerKv(int64_t layer);
 
-  // Ends a push (mu held): sends what the forward pass did not (from the prompt's staged copy,
-  // when the pull came after its last chunk or the executor has no layers), then KvDone.
+  // Ends a push (mu held or not: it touches no guarded state): sends what the forward pass did
+  // not (from the prompt's staged copy, when the pull came after its last chunk or the executor
+  // has no layers), then KvDone.
   void FinishPush(uint64_t rid, Push push, const StagedKv* kv, const std::vector<TokenId>& tokens,
                   const std::string& error);
 

@@ -120,7 +120,21 @@ void Worker::Impl::ServePull(KvPullMsg m, const std::shared_ptr<KvSender>& sende
     }
   }
   const uint32_t num_layers = uint32_t(cache->num_layers());
-  std::lock_guard lock(mu);
+  Push push{sender, m.num_blocks, std::move(m.block_ids), std::vector<uint32_t>(num_layers, 0),
+            std::chrono::steady_clock::now()};
+  std::unique_lock lock(mu);
+  if (auto it = staged.find(rid); it != staged.end()) {
+    // Staged: the copy out of the engine's cache is ours now; send it without holding mu.
+    StagedKv kv = std::move(it->second);
+    staged.erase(it);
+    staged_blocks -= kv.num_blocks;
+    Wake();
+    lock.unlock();
+    if (uint32_t(kv.num_blocks) != push.num_blocks) {
+      return refuse(fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks));
+    }
+    return FinishPush(rid, std::move(push), &kv, kv.output_tokens, "");
+  }
   int64_t prompt_len = -1;  // -1: not known here (yet)
   if (auto it = by_rid.find(rid); it != by_rid.end()) {
     prompt_len = by_engine.at(it->second).prompt_len;
@@ -128,26 +142,13 @@ void Worker::Impl::ServePull(KvPullMsg m, const std::shared_ptr<KvSender>& sende
   for (const AddRequestMsg& p : pending) {
     if (p.request_id == rid) prompt_len = KvTokens(p);
   }
-  if (auto it = staged.find(rid); it != staged.end()) {
-    StagedKv kv = std::move(it->second);
-    staged.erase(it);
-    staged_blocks -= kv.num_blocks;
-    Wake();
-    Push push{
-        sender, m.num_blocks, std::move(m.block_ids), std::vector<uint32_t>(num_layers, 0), {}};
-    if (uint32_t(kv.num_blocks) != push.num_blocks) {
-      return refuse(fmt::format("{} blocks reserved for {} staged", m.num_blocks, kv.num_blocks));
-    }
-    return FinishPush(rid, std::move(push), &kv, kv.output_tokens, "");
-  }
   if (finished_rids.count(rid)) return refuse("the request ended at its first token here");
   if (pushes.count(rid)) return refuse("a second pull for the same request");
   if (prompt_len >= 0 && CeilDiv(prompt_len, cache->block_size()) != int64_t(m.num_blocks)) {
     return refuse(
         fmt::format("{} blocks reserved for a {}-token prompt", m.num_blocks, prompt_len));
   }
-  pushes.emplace(rid, Push{sender, m.num_blocks, std::move(m.block_ids),
-                           std::vector<uint32_t>(num_layers, 0), std::chrono::steady_clock::now()});
+  pushes.emplace(rid, std::move(push));
 }
 
 }  // namespace cleave::cluster
