@@ -133,13 +133,17 @@ int RunServe(const ServeOptions& o) {
   signal_thread.detach();
   spdlog::info("listening on {} (loading {})", url, *path);
 
-  const auto load_start = std::chrono::steady_clock::now();
-  Result<std::unique_ptr<Model>> loaded = Model::Load(*path);
-  if (!loaded.ok()) {
-    spdlog::error("cannot load {}: {}", *path, loaded.status().message());
+  // Start-up failed: logs why, stops listening, exit status 1.
+  auto fail = [&](const std::string& why) {
+    spdlog::error("{}", why);
     http_server.Stop();
     serve_thread.join();
     return 1;
+  };
+  const auto load_start = std::chrono::steady_clock::now();
+  Result<std::unique_ptr<Model>> loaded = Model::Load(*path);
+  if (!loaded.ok()) {
+    return fail(fmt::format("cannot load {}: {}", *path, loaded.status().message()));
   }
   Model& model = **loaded;
   const ModelConfig& mc = model.config();
@@ -147,10 +151,7 @@ int RunServe(const ServeOptions& o) {
   // KV sizing: K and V of every layer per token, in the chosen element type.
   const DType kv_dtype = *ParseKvCacheDType(o.kv_cache_dtype);  // validated by the flag's check
   if (Status s = KvCache::CheckSupported(kv_dtype, mc.head_dim); !s.ok()) {
-    spdlog::error("--kv-cache-dtype: {}", s.message());
-    http_server.Stop();
-    serve_thread.join();
-    return 1;
+    return fail(fmt::format("--kv-cache-dtype: {}", s.message()));
   }
   const int64_t kv_bytes_per_token =
       KvCache::BytesPerToken(kv_dtype, mc.num_layers, mc.num_kv_heads, mc.head_dim);
@@ -162,11 +163,8 @@ int RunServe(const ServeOptions& o) {
   int64_t max_model_len = std::min<int64_t>(mc.context_length, kv_tokens);
   if (o.max_model_len > 0) {
     if (o.max_model_len > kv_tokens) {
-      spdlog::error("--max-model-len {} exceeds the KV cache of {} tokens", o.max_model_len,
-                    kv_tokens);
-      http_server.Stop();
-      serve_thread.join();
-      return 1;
+      return fail(fmt::format("--max-model-len {} exceeds the KV cache of {} tokens",
+                              o.max_model_len, kv_tokens));
     }
     max_model_len = o.max_model_len;
   }
@@ -206,15 +204,9 @@ int RunServe(const ServeOptions& o) {
     cc.routing = routing;
     if (!o.accept_workers.empty()) {
       // Local workers, and more that join from other hosts: one secret for all of them.
-      if (ClusterSecret() == nullptr) {
-        spdlog::error(
-            "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on "
-            "the workers");
-        http_server.Stop();
-        serve_thread.join();
-        return 1;
-      }
-      cc.secret = ClusterSecret();
+      Result<std::string> secret = RequireClusterSecret();
+      if (!secret.ok()) return fail(std::string(secret.status().message()));
+      cc.secret = *secret;
     }
     cc.worker_args = {"-m",
                       *path,
@@ -232,20 +224,14 @@ int RunServe(const ServeOptions& o) {
     for (std::string& a : WorkerTransportArgs(o.transport)) cc.worker_args.push_back(std::move(a));
     Result<std::unique_ptr<cluster::LocalCluster>> started = cluster::LocalCluster::Start(cc);
     if (!started.ok()) {
-      spdlog::error("cannot start the workers: {}", started.status().message());
-      http_server.Stop();
-      serve_thread.join();
-      return 1;
+      return fail(fmt::format("cannot start the workers: {}", started.status().message()));
     }
     cluster = std::move(*started);
     if (!o.accept_workers.empty()) {
       Result<std::unique_ptr<cluster::JoinListener>> listening =
           AcceptWorkersInto(o.accept_workers, cluster->router());
       if (!listening.ok()) {
-        spdlog::error("{}", listening.status().message());
-        http_server.Stop();
-        serve_thread.join();
-        return 1;
+        return fail(listening.status().message());
       }
       joiner = std::move(*listening);
       spdlog::info("workers on other hosts join at {}", o.accept_workers);
@@ -255,10 +241,7 @@ int RunServe(const ServeOptions& o) {
     Result<std::unique_ptr<cluster::JoinedCluster>> started =
         StartJoinedCluster(o.accept_workers, routing);
     if (!started.ok()) {
-      spdlog::error("{}", started.status().message());
-      http_server.Stop();
-      serve_thread.join();
-      return 1;
+      return fail(started.status().message());
     }
     joined = std::move(*started);
     service_ptr = std::make_unique<server::EngineService>(sc, &joined->router(), &metrics);

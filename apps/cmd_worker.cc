@@ -179,14 +179,19 @@ const char* ClusterSecret() {
   return secret;
 }
 
-Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::string& address,
-                                                                 cluster::Router& router) {
+Result<std::string> RequireClusterSecret() {
   const char* secret = ClusterSecret();
   if (secret == nullptr) {
     return InvalidArgument(
         "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on the "
         "workers");
   }
+  return std::string(secret);
+}
+
+Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::string& address,
+                                                                 cluster::Router& router) {
+  CLEAVE_ASSIGN_OR_RETURN(std::string secret, RequireClusterSecret());
   CLEAVE_ASSIGN_OR_RETURN(auto listen, cluster::ParseHostPort(address));
   return cluster::JoinListener::Start(
       listen.first, listen.second, secret,
@@ -195,12 +200,7 @@ Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::stri
 
 Result<std::unique_ptr<cluster::JoinedCluster>> StartJoinedCluster(const std::string& address,
                                                                    cluster::RouterConfig rc) {
-  const char* secret = ClusterSecret();
-  if (secret == nullptr) {
-    return InvalidArgument(
-        "--accept-workers: set CLEAVE_CLUSTER_SECRET (at least 16 characters), the same on the "
-        "workers");
-  }
+  CLEAVE_ASSIGN_OR_RETURN(std::string secret, RequireClusterSecret());
   CLEAVE_ASSIGN_OR_RETURN(auto listen, cluster::ParseHostPort(address));
   rc.secret = secret;
   rc.wait_for_worker_s = 30;  // a request waits for a missing role to join

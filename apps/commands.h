@@ -41,6 +41,8 @@ std::vector<std::string> WorkerTransportArgs(const WorkerTransportFlags& flags);
 // Waits for the first registration. Defined in cmd_worker.cc.
 // CLEAVE_CLUSTER_SECRET if set and at least 16 characters long, else null.
 const char* ClusterSecret();
+// ClusterSecret(), or an InvalidArgument naming --accept-workers.
+Result<std::string> RequireClusterSecret();
 // Listens at address for `cleave worker --join` and adds each worker to `router` (which must
 // outlive the listener); needs CLEAVE_CLUSTER_SECRET, the same as the router's.
 Result<std::unique_ptr<cluster::JoinListener>> AcceptWorkersInto(const std::string& address,
