@@ -132,8 +132,9 @@ void Metrics::RenderCluster(const cluster::ClusterStatus& c, std::string* out) c
          double(c.kv_transfers_layerwise));
   Sample(out, "cleave:kv_transfers_total", l + ",mode=\"after_prefill\"",
          double(c.kv_transfer_count - c.kv_transfers_layerwise));
-  Family(out, "cleave:migrations", "counter",
-         "Requests sent to another worker after theirs died (continuing after the streamed tokens).");
+  Family(
+      out, "cleave:migrations", "counter",
+      "Requests sent to another worker after theirs died (continuing after the streamed tokens).");
   Sample(out, "cleave:migrations_total", l, double(c.migrations));
   Family(out, "cleave:worker_restarts", "counter", "Dead workers restarted by the supervisor.");
   Sample(out, "cleave:worker_restarts_total", l, double(c.worker_restarts));
