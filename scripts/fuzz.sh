@@ -14,17 +14,19 @@ fi
 build=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCLEAVE_BUILD_FUZZERS=ON -DCLEAVE_BUILD_TESTS=OFF -DCLEAVE_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build "$build" -j "${FUZZ_JOBS:-2}" --target gguf_fuzz gguf_fuzz_seeds openai_request_fuzz
+cmake --build "$build" -j "${FUZZ_JOBS:-2}" --target gguf_fuzz gguf_fuzz_seeds openai_request_fuzz \
+  wire_fuzz wire_fuzz_seeds
 
-mkdir -p "$build/corpus/gguf" "$build/corpus/openai_request" "$build/artifacts"
+mkdir -p "$build/corpus/gguf" "$build/corpus/openai_request" "$build/corpus/wire" "$build/artifacts"
 printf '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}' \
   >"$build/corpus/openai_request/chat.json"
 printf '{"model":"m","prompt":["a",[1,2]],"n":2,"logprobs":3,"stop":["x"]}' \
   >"$build/corpus/openai_request/completion.json"
 "$build/fuzz/gguf_fuzz_seeds" "$build/corpus/gguf"
+"$build/fuzz/wire_fuzz_seeds" "$build/corpus/wire"
 
 status=0
-for target in gguf_fuzz openai_request_fuzz; do
+for target in gguf_fuzz openai_request_fuzz wire_fuzz; do
   corpus=$build/corpus/${target%_fuzz}
   dict=(); [ "$target" = gguf_fuzz ] && dict=(-dict=fuzz/gguf.dict)
   echo "fuzz.sh: running $target for ${seconds}s"
