@@ -6,6 +6,7 @@
 
 #include "core/fp16.h"
 #include "kernels/attention_impl.h"
+#include "kernels/exp_avx512.h"
 #include "kernels/quant_formats.h"
 
 // GCC 12's AVX-512 conversion and reduction intrinsics start from _mm512_undefined_*(), which
@@ -35,33 +36,13 @@ __mmask16 TailMask(int64_t remaining) {
   return remaining >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << remaining) - 1);
 }
 
-// exp(x) for x <= 0 (softmax inputs x - max), within ~2 ulp: x = k ln2 + r with |r| <= ln2 / 2
-// (ln2 split in two parts so k ln2 is exact enough), exp(r) by a degree-6 minimax polynomial
-// (the Cephes expf coefficients), times 2^k by vscalefps. Inputs below -88 give exp(-88), an
-// error < 1e-38 against sums >= 1.
-__m512 Exp(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-88.0f));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, k);
-}
-
 struct Avx512Ops {
   static float ExpSum(float* x, int64_t n, float max) {
     const __m512 mv = _mm512_set1_ps(max);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
       const __mmask16 m = TailMask(n - i);
-      const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv));
+      const __m512 e = Exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv));
       _mm512_mask_storeu_ps(x + i, m, e);
       sum = _mm512_mask_add_ps(sum, m, sum, e);
     }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/status.h"
+
 namespace cleave::kernels {
 
 void RmsNorm(const float* x, const float* weight, float eps, int64_t n, float* out) {
@@ -12,8 +14,32 @@ void RmsNorm(const float* x, const float* weight, float eps, int64_t n, float* o
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+void SiluMulAvx512(const float* gate, const float* up, int64_t n,
+                   float* out);  // activation_avx512.cc
+
+namespace {
+
+void SiluMulScalar(const float* gate, const float* up, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+using SiluMulFn = void (*)(const float*, const float*, int64_t, float*);
+
+// AVX2 has no vector exp of its own here and uses the scalar loop.
+SiluMulFn SiluMulFor(cpu::Isa isa) {
+  return isa == cpu::Isa::kAvx512 ? SiluMulAvx512 : SiluMulScalar;
+}
+
+}  // namespace
+
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  static const SiluMulFn fn = SiluMulFor(cpu::ActiveIsa());
+  fn(gate, up, n, out);
+}
+
+void SiluMulWith(cpu::Isa isa, const float* gate, const float* up, int64_t n, float* out) {
+  CLEAVE_CHECK(cpu::IsaSupported(isa), "ISA {} is not supported here", cpu::IsaName(isa));
+  SiluMulFor(isa)(gate, up, n, out);
 }
 
 void Add(const float* x, int64_t n, float* y) {

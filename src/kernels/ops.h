@@ -1,17 +1,24 @@
 // Element-wise and row-wise operations of a transformer layer, on F32 buffers.
-// These are scalar and portable; the compiler vectorizes the simple loops. Hot paths that need
-// more (matmul, attention) have their own files with per-ISA variants.
+// Mostly scalar and portable (the compiler vectorizes the simple loops); SiluMul, whose exp does
+// not vectorize that way, has an AVX-512 variant (activation_avx512.cc). Matmul and attention
+// have their own files with per-ISA variants.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/cpu/dispatch.h"
 
 namespace cleave::kernels {
 
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], for one row of n elements.
 void RmsNorm(const float* x, const float* weight, float eps, int64_t n, float* out);
 
-// out[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)).
+// out[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)). out may alias gate or up.
+// Uses cpu::ActiveIsa(): AVX-512 with a polynomial exp (relative error ~1e-6 against the
+// scalar std::exp version), otherwise scalar.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+// The same on a given ISA level (must be supported; for tests).
+void SiluMulWith(cpu::Isa isa, const float* gate, const float* up, int64_t n, float* out);
 
 // y[i] += x[i]
 void Add(const float* x, int64_t n, float* y);
