@@ -196,6 +196,19 @@ std::optional<Split> StartSplit(Router& router, FakeWorker& p, FakeWorker& d, Re
   return Split{*id, *pre, *dec};
 }
 
+// The start of a layer-wise split: the router sends `request` to prefill worker p and, at the
+// same time, to decode worker d (their first requests). nullopt (with a failure) otherwise.
+std::optional<Split> StartLayerwise(Router& router, FakeWorker& p, FakeWorker& d, Request request) {
+  Result<RequestId> id = router.AddRequest(std::move(request));
+  EXPECT_TRUE(id.ok());
+  if (!id.ok()) return std::nullopt;
+  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
+  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
+  EXPECT_TRUE(pre && dec);
+  if (!pre || !dec) return std::nullopt;
+  return Split{*id, *pre, *dec};
+}
+
 TEST(RouterMigrationTest, MixedWorkerDiesRequestContinuesOnAnother) {
   FakeWorker a(WorkerRole::kMixed), b(WorkerRole::kMixed);
   auto router = Connect({&a, &b});
@@ -479,11 +492,11 @@ TEST(RouterLayerwiseTest, DecodeWorkerChosenAtDispatchAndItsTokensFollowTheFirst
   FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
   auto router = Connect({&p, &d}, 0, 30, /*layerwise_limit=*/2);
   ASSERT_TRUE(router);
-  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
-  ASSERT_TRUE(id.ok());
-  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
-  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
-  ASSERT_TRUE(pre && dec);
+  std::optional<Split> split = StartLayerwise(*router, p, d, Greedy({1, 2, 3}, 4));
+  ASSERT_TRUE(split);
+  const RequestId* id = &split->id;
+  const AddRequestMsg* pre = &split->pre;
+  const AddRequestMsg* dec = &split->dec;
   EXPECT_EQ(pre->mode, RequestMode::kPrefillOnly);
   EXPECT_EQ(dec->mode, RequestMode::kDecodeLayerwise);
   EXPECT_EQ(dec->request_id, pre->request_id);
@@ -525,11 +538,11 @@ TEST(RouterLayerwiseTest, EarlyTransferFailureRetriesAfterTheFirstToken) {
   FakeWorker p(WorkerRole::kPrefill), d(WorkerRole::kDecode);
   auto router = Connect({&p, &d}, 0, 30, /*layerwise_limit=*/1024);
   ASSERT_TRUE(router);
-  Result<RequestId> id = router->AddRequest(Greedy({1, 2, 3}, 4));
-  ASSERT_TRUE(id.ok());
-  std::optional<AddRequestMsg> pre = p.WaitAdd(0);
-  std::optional<AddRequestMsg> dec = d.WaitAdd(0);
-  ASSERT_TRUE(pre && dec);
+  std::optional<Split> split = StartLayerwise(*router, p, d, Greedy({1, 2, 3}, 4));
+  ASSERT_TRUE(split);
+  const RequestId* id = &split->id;
+  const AddRequestMsg* pre = &split->pre;
+  const AddRequestMsg* dec = &split->dec;
   d.Send(dec->request_id, {}, true, FinishReason::kError, false, "KV transfer failed: cut");
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(p.num_adds(), 1u);  // nothing happens before the first token

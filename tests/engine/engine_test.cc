@@ -97,6 +97,16 @@ class EngineTest : public ::testing::Test {
     return prompts;
   }
 
+  // The tokens' text (appended to *text) and its length after each token.
+  std::vector<size_t> TextEnds(const std::vector<TokenId>& tokens, std::string* text) const {
+    std::vector<size_t> ends;
+    for (TokenId t : tokens) {
+      *text += tokenizer_.TokenToBytes(t, true);
+      ends.push_back(text->size());
+    }
+    return ends;
+  }
+
   static SamplingParams Greedy(int32_t max_tokens) {
     SamplingParams p;
     p.temperature = 0;
@@ -193,11 +203,7 @@ TEST_F(EngineTest, StopStringAcrossTokensIsNotEmitted) {
   params.ignore_eos = true;
   std::vector<TokenId> ref = ReferenceGreedy(*fake_, prompt, 40);
   std::string full;
-  std::vector<size_t> token_end;  // text length after each token
-  for (TokenId t : ref) {
-    full += tokenizer_.TokenToBytes(t, true);
-    token_end.push_back(full.size());
-  }
+  const std::vector<size_t> token_end = TextEnds(ref, &full);
   // A stop string that starts inside one token and ends inside a later one.
   size_t begin = 0;
   while (begin < token_end.size() && token_end[begin] < 10) ++begin;
@@ -381,11 +387,7 @@ TEST_F(EngineTest, ContinuationAfterEarlierTokensMatchesAnUninterruptedRun) {
   ASSERT_EQ(full.size(), 24u);
   ASSERT_NE(full, ReferenceGreedy(*fake_, prompt, 24)) << "sampling looks greedy";
   std::string text;
-  std::vector<size_t> token_end;  // text length after each token
-  for (TokenId t : full) {
-    text += tokenizer_.TokenToBytes(t, true);
-    token_end.push_back(text.size());
-  }
+  const std::vector<size_t> token_end = TextEnds(full, &text);
   // A stop string from the last character of token b to two characters into the rest.
   size_t b = 0;
   while (b + 2 < token_end.size() && (token_end[b] < 8 || token_end[b + 1] - token_end[b] < 2)) ++b;

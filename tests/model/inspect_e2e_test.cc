@@ -10,33 +10,13 @@
 
 #include "model/gguf_writer.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/run_cleave.h"
 
 namespace cleave {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-RunResult RunCleave(const std::string& args) {
-  const std::string dir = testing::TempDir();
-  const std::string out_path = dir + "/inspect.out";
-  const std::string err_path = dir + "/inspect.err";
-  const std::string cmd = testing::CleaveBinary() + " " + args + " >" + out_path + " 2>" + err_path;
-  int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(out_path);
-  r.err = ReadAll(err_path);
-  return r;
-}
+using testing::RunCleave;
+using RunResult = testing::CommandResult;
 
 bool Contains(const std::string& text, std::string_view sub) {
   return text.find(sub) != std::string::npos;

@@ -9,33 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/run_cleave.h"
 
 namespace cleave {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-RunResult RunCleave(const std::string& args) {
-  const std::string dir = testing::TempDir();
-  const std::string out_path = dir + "/plan.out";
-  const std::string err_path = dir + "/plan.err";
-  const std::string cmd = testing::CleaveBinary() + " " + args + " >" + out_path + " 2>" + err_path;
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(out_path);
-  r.err = ReadAll(err_path);
-  return r;
-}
+using testing::RunCleave;
+using RunResult = testing::CommandResult;
 
 // A small colocated-only search: OPT-13B on two A100s, few requests per probe.
 constexpr const char* kSmallPlan =
