@@ -494,25 +494,24 @@ TEST(RouterLayerwiseTest, DecodeWorkerChosenAtDispatchAndItsTokensFollowTheFirst
   ASSERT_TRUE(router);
   std::optional<Split> split = StartLayerwise(*router, p, d, Greedy({1, 2, 3}, 4));
   ASSERT_TRUE(split);
-  const RequestId* id = &split->id;
-  const AddRequestMsg* pre = &split->pre;
-  const AddRequestMsg* dec = &split->dec;
-  EXPECT_EQ(pre->mode, RequestMode::kPrefillOnly);
-  EXPECT_EQ(dec->mode, RequestMode::kDecodeLayerwise);
-  EXPECT_EQ(dec->request_id, pre->request_id);
-  EXPECT_EQ(dec->request.prompt, (std::vector<TokenId>{1, 2, 3}));
-  EXPECT_TRUE(dec->output_tokens.empty());
-  EXPECT_EQ(dec->source_port, p.endpoint().port);
+  const AddRequestMsg& pre = split->pre;
+  const AddRequestMsg& dec = split->dec;
+  EXPECT_EQ(pre.mode, RequestMode::kPrefillOnly);
+  EXPECT_EQ(dec.mode, RequestMode::kDecodeLayerwise);
+  EXPECT_EQ(dec.request_id, pre.request_id);
+  EXPECT_EQ(dec.request.prompt, (std::vector<TokenId>{1, 2, 3}));
+  EXPECT_TRUE(dec.output_tokens.empty());
+  EXPECT_EQ(dec.source_port, p.endpoint().port);
   // The decode worker's token overtakes the prefill's first one on the wire: it is held.
-  d.Send(dec->request_id, {11});
+  d.Send(dec.request_id, {11});
   Stream s;
-  Collect(*router, *id, s, 1);
+  Collect(*router, split->id, s, 1);
   EXPECT_TRUE(s.tokens.empty());
-  p.Send(pre->request_id, {10}, false, FinishReason::kNone, /*kv_staged=*/true);
-  Collect(*router, *id, s, 2);
+  p.Send(pre.request_id, {10}, false, FinishReason::kNone, /*kv_staged=*/true);
+  Collect(*router, split->id, s, 2);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11}));
-  d.Send(dec->request_id, {12, 13}, true, FinishReason::kLength);
-  Collect(*router, *id, s);
+  d.Send(dec.request_id, {12, 13}, true, FinishReason::kLength);
+  Collect(*router, split->id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 11, 12, 13}));
   EXPECT_EQ(s.num_finished, 1);
   EXPECT_EQ(d.num_adds(), 1u);  // no second hand-off after the first token
@@ -540,13 +539,12 @@ TEST(RouterLayerwiseTest, EarlyTransferFailureRetriesAfterTheFirstToken) {
   ASSERT_TRUE(router);
   std::optional<Split> split = StartLayerwise(*router, p, d, Greedy({1, 2, 3}, 4));
   ASSERT_TRUE(split);
-  const RequestId* id = &split->id;
-  const AddRequestMsg* pre = &split->pre;
-  const AddRequestMsg* dec = &split->dec;
-  d.Send(dec->request_id, {}, true, FinishReason::kError, false, "KV transfer failed: cut");
+  const AddRequestMsg& pre = split->pre;
+  const AddRequestMsg& dec = split->dec;
+  d.Send(dec.request_id, {}, true, FinishReason::kError, false, "KV transfer failed: cut");
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(p.num_adds(), 1u);  // nothing happens before the first token
-  p.Send(pre->request_id, {10}, false, FinishReason::kNone, true);
+  p.Send(pre.request_id, {10}, false, FinishReason::kNone, true);
   std::optional<AddRequestMsg> pre2 = p.WaitAdd(1);
   ASSERT_TRUE(pre2);
   EXPECT_EQ(pre2->request.prompt, (std::vector<TokenId>{1, 2, 3}));
@@ -558,7 +556,7 @@ TEST(RouterLayerwiseTest, EarlyTransferFailureRetriesAfterTheFirstToken) {
   p.Send(pre2->request_id, {2}, true, FinishReason::kStop);
   EXPECT_TRUE(d.WaitCancel(dec2->request_id));
   Stream s;
-  Collect(*router, *id, s);
+  Collect(*router, split->id, s);
   EXPECT_EQ(s.tokens, (std::vector<TokenId>{10, 2}));
   EXPECT_EQ(s.num_finished, 1);
   EXPECT_EQ(s.reason, FinishReason::kStop);
