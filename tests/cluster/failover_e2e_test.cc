@@ -230,8 +230,12 @@ TEST_F(FailoverE2eTest, KilledWorkersAreMigratedRestartedAndHealthRecovers) {
   }
   ASSERT_GE(num_long, kNumRequests / 2) << "most references must run many decode steps";
 
+  // A small step budget keeps the prefill worker busy for many steps with the 12 prompts, so
+  // that its death in part 2 finds prompts still on it (one step would prefill them all, and
+  // with layer-wise transfer their decodes would start before the kill).
   CleaveServer disagg(
-      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1");
+      "--prefill-workers 1 --decode-workers 1 --prefill-threads 1 --decode-threads 1 "
+      "--max-batch-tokens 32");
   ASSERT_TRUE(disagg.ready()) << disagg.LogTail();
   const int port = disagg.port();
   {
