@@ -487,15 +487,15 @@ struct Router::Impl {
     const RequestId id = wit->second;
     Tracked& t = tracked.at(id);
     if (index != t.prefill && index != t.decode && index != t.full) return;
-    const bool transfer_failed = index == t.decode && !t.decode_started && m.output.finished &&
-                                 m.output.finish_reason == FinishReason::kError &&
-                                 m.output.token_ids.empty();
     if (index == t.decode && t.prefill >= 0 && !t.prefill_done) {
       // Layer-wise: nothing from the decode worker (tokens, or a failed transfer that would
       // send the prompt to prefill again) counts before the prefill worker's first token does.
       t.held.push_back(std::move(m));
       return;
     }
+    const bool transfer_failed = index == t.decode && !t.decode_started && m.output.finished &&
+                                 m.output.finish_reason == FinishReason::kError &&
+                                 m.output.token_ids.empty();
     RequestOutput out = std::move(m.output);
     if (m.kv_transfer_us > 0) {
       const double s = double(m.kv_transfer_us) * 1e-6;

@@ -115,9 +115,6 @@ Result<RequestId> Engine::AddPrefilledRequest(Request request, std::vector<Token
     return InvalidArgument("{} computed tokens do not fit {} tokens in {} blocks",
                            num_computed_tokens, num_tokens, block_table.size());
   }
-  if (int64_t(output_tokens.size()) >= request.params.max_tokens || num_tokens >= max_model_len_) {
-    return InvalidArgument("prefilled request has no output tokens left to generate");
-  }
   for (BlockId b : block_table) {
     if (b < 0 || b >= pool_.num_blocks() || pool_.ref_count(b) < 1) {
       return InvalidArgument("block {} was not allocated", b);
