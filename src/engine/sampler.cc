@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/status.h"
+#include "kernels/ops.h"
 
 namespace cleave {
 
@@ -116,17 +117,49 @@ TokenId Argmax(std::span<const float> logits) {
   return static_cast<TokenId>(best);
 }
 
+TokenId InverseCdf(std::span<const float> prob, double target) {
+  // Whole chunks are skipped by their sums (independent of the running total, so the adds
+  // overlap); the chunk that crosses the target is walked one id at a time.
+  constexpr size_t kChunk = 16;
+  double cumulative = 0.0;
+  TokenId last_nonzero = -1;
+  for (size_t c = 0; c < prob.size(); c += kChunk) {
+    const size_t end = std::min(prob.size(), c + kChunk);
+    double chunk = 0.0;
+    for (size_t i = c; i < end; ++i) chunk += prob[i];
+    if (chunk == 0.0) continue;
+    if (cumulative + chunk <= target) {
+      cumulative += chunk;
+      for (size_t i = end; i-- > c;) {
+        if (prob[i] > 0.0f) {
+          last_nonzero = static_cast<TokenId>(i);
+          break;
+        }
+      }
+      continue;
+    }
+    for (size_t i = c; i < end; ++i) {
+      if (prob[i] <= 0.0f) continue;
+      cumulative += prob[i];
+      last_nonzero = static_cast<TokenId>(i);
+      if (cumulative > target) return last_nonzero;
+    }
+  }
+  return last_nonzero;  // rounding at the top end (or no mass at all: -1)
+}
+
 void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams& params) {
   const size_t vocab = logits.size();
   if (params.temperature != 1.0f && !params.greedy()) {
     const float inv_t = 1.0f / params.temperature;
     for (float& l : logits) l *= inv_t;
   }
+  if (params.min_p <= 0.0f && params.top_k <= 0 && params.top_p >= 1.0f) return;
   const float max_logit = logits[Argmax(logits)];
   if (max_logit == kNegInf) return;  // everything masked: nothing to truncate
   // Unnormalised probabilities relative to the most likely token (which has 1).
   std::vector<float> prob(vocab);
-  for (size_t i = 0; i < vocab; ++i) prob[i] = std::exp(logits[i] - max_logit);
+  kernels::ExpShifted(logits.data(), max_logit, static_cast<int64_t>(vocab), prob.data());
 
   if (params.min_p > 0.0f) {
     for (size_t i = 0; i < vocab; ++i) {
@@ -187,8 +220,9 @@ void LogSoftmax(std::span<const float> logits, std::span<float> out) {
     std::fill(out.begin(), out.end(), kNegInf);
     return;
   }
-  double sum = 0.0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - max_logit));
+  // out holds the exps until it is overwritten with the result.
+  const double sum = kernels::ExpShifted(logits.data(), max_logit,
+                                         static_cast<int64_t>(logits.size()), out.data());
   const float log_z = max_logit + static_cast<float>(std::log(sum));
   for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - log_z;
 }
@@ -231,24 +265,13 @@ SampleResult Sampler::Sample(std::span<float> logits, const SamplingParams& para
       result.token = sampling::Argmax(logits);  // every token masked: nothing to draw from
       return result;
     }
-    double total = 0.0;
-    for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
+    thread_local std::vector<float> prob;
+    prob.resize(logits.size());
+    const double total = kernels::ExpShifted(logits.data(), max_logit,
+                                             static_cast<int64_t>(logits.size()), prob.data());
     // Inverse CDF over ids in ascending order: the draw depends only on this row, the
     // sequence's seed and the output position (so it is the same wherever the step runs).
-    const double u = rng.UniformAt(output.size()) * total;
-    double cumulative = 0.0;
-    TokenId last_nonzero = sampling::Argmax(logits);
-    result.token = -1;
-    for (size_t i = 0; i < logits.size(); ++i) {
-      if (logits[i] == -std::numeric_limits<float>::infinity()) continue;
-      cumulative += std::exp(static_cast<double>(logits[i] - max_logit));
-      last_nonzero = static_cast<TokenId>(i);
-      if (cumulative > u) {
-        result.token = static_cast<TokenId>(i);
-        break;
-      }
-    }
-    if (result.token < 0) result.token = last_nonzero;  // rounding at the top end
+    result.token = sampling::InverseCdf(prob, rng.UniformAt(output.size()) * total);
   }
 
   if (want_logprobs) {

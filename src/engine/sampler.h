@@ -92,6 +92,10 @@ TokenId Argmax(std::span<const float> logits);
 // that order; top-p is taken over the distribution renormalised after min-p and top-k). At least
 // the most likely token always survives.
 void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams& params);
+// The first id whose running sum of prob (ids ascending) exceeds target: an inverse-CDF draw
+// when target = u * sum(prob), u in [0, 1). Ids with prob 0 are never chosen; if rounding
+// leaves the sum at or below target, the last id with mass. -1 when no id has mass.
+TokenId InverseCdf(std::span<const float> prob, double target);
 // log-softmax of logits into out (same size); -inf stays -inf.
 void LogSoftmax(std::span<const float> logits, std::span<float> out);
 // The k best (logprob, then lower id) of a log-softmax row.

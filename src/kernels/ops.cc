@@ -16,6 +16,8 @@ void RmsNorm(const float* x, const float* weight, float eps, int64_t n, float* o
 
 void SiluMulAvx512(const float* gate, const float* up, int64_t n,
                    float* out);  // activation_avx512.cc
+double ExpShiftedAvx512(const float* x, float shift, int64_t n,
+                        float* out);  // activation_avx512.cc
 
 namespace {
 
@@ -30,6 +32,25 @@ SiluMulFn SiluMulFor(cpu::Isa isa) {
   return isa == cpu::Isa::kAvx512 ? SiluMulAvx512 : SiluMulScalar;
 }
 
+// Below this, exp underflows to (near) denormals: treated as exactly zero on every level.
+constexpr float kExpFloor = -87.0f;
+
+double ExpShiftedScalar(const float* x, float shift, int64_t n, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] - shift;
+    out[i] = v < kExpFloor ? 0.0f : std::exp(v);
+    sum += out[i];
+  }
+  return sum;
+}
+
+using ExpShiftedFn = double (*)(const float*, float, int64_t, float*);
+
+ExpShiftedFn ExpShiftedFor(cpu::Isa isa) {
+  return isa == cpu::Isa::kAvx512 ? ExpShiftedAvx512 : ExpShiftedScalar;
+}
+
 }  // namespace
 
 void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
@@ -40,6 +61,16 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
 void SiluMulWith(cpu::Isa isa, const float* gate, const float* up, int64_t n, float* out) {
   CLEAVE_CHECK(cpu::IsaSupported(isa), "ISA {} is not supported here", cpu::IsaName(isa));
   SiluMulFor(isa)(gate, up, n, out);
+}
+
+double ExpShifted(const float* x, float shift, int64_t n, float* out) {
+  static const ExpShiftedFn fn = ExpShiftedFor(cpu::ActiveIsa());
+  return fn(x, shift, n, out);
+}
+
+double ExpShiftedWith(cpu::Isa isa, const float* x, float shift, int64_t n, float* out) {
+  CLEAVE_CHECK(cpu::IsaSupported(isa), "ISA {} is not supported here", cpu::IsaName(isa));
+  return ExpShiftedFor(isa)(x, shift, n, out);
 }
 
 void Add(const float* x, int64_t n, float* y) {

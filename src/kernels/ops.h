@@ -26,6 +26,14 @@ void Add(const float* x, int64_t n, float* y);
 // In-place numerically stable softmax over n values.
 void Softmax(float* x, int64_t n);
 
+// out[i] = exp(x[i] - shift) for i < n, and exactly 0 where x[i] - shift < -87 (so masked -inf
+// entries and values far below the shift carry no mass); returns the sum of out, accumulated
+// in double. With shift = max x, every out[i] is in [0, 1]: unnormalized probabilities for a
+// sampler. Results depend on the ISA level (vector exp within ~2 ulp), not on anything else.
+double ExpShifted(const float* x, float shift, int64_t n, float* out);
+// The same on a given ISA level (must be supported; for tests).
+double ExpShiftedWith(cpu::Isa isa, const float* x, float shift, int64_t n, float* out);
+
 // Rotary position embedding, in place on `num_heads` heads of `head_dim` each, at `position`.
 // `inv_freq` has head_dim/2 entries (already including any scaling). NeoX layout rotates pairs
 // (i, i + head_dim/2); the normal (GPT-J / Llama GGUF) layout rotates pairs (2i, 2i+1).

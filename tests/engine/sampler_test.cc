@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 namespace cleave {
@@ -167,6 +168,43 @@ TEST(SamplerTest, SeededSamplingIsReproducibleAndFollowsTheDistribution) {
     double sd = std::sqrt(n * probs[t] * (1 - probs[t]));
     EXPECT_NEAR(counts[t], n * probs[t], 5 * sd) << "token " << t;
   }
+}
+
+// InverseCdf skips whole chunks by their sums; it must pick what a plain walk over the running
+// sum picks, never an id without mass, and the last id with mass when rounding leaves the
+// target out of reach.
+TEST(SamplerTest, InverseCdfMatchesAPlainWalk) {
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  for (size_t vocab : {1u, 5u, 16u, 17u, 100u, 49152u}) {
+    std::vector<float> prob(vocab);
+    for (size_t i = 0; i < vocab; ++i) prob[i] = i % 7 == 3 ? 0.0f : uniform(rng);
+    if (vocab > 1) prob[vocab - 1] = 0.0f;  // mass ends before the last id
+    double total = 0.0;
+    for (float p : prob) total += p;
+    for (double u : {0.0, 1e-9, 0.25, 0.5, 0.999999, 1.0, 1.5}) {
+      const double target = u * total;
+      TokenId want = -1;
+      double cumulative = 0.0, before = 0.0;
+      for (size_t i = 0; i < vocab; ++i) {
+        if (prob[i] <= 0.0f) continue;
+        before = cumulative;
+        cumulative += prob[i];
+        want = static_cast<TokenId>(i);
+        if (cumulative > target) break;
+      }
+      const TokenId got = sampling::InverseCdf(prob, target);
+      ASSERT_GE(got, 0) << "vocab " << vocab << " u " << u;
+      EXPECT_GT(prob[got], 0.0f);
+      // The chunked sums may round differently from the walk's by a few ulps of the total:
+      // only a target that close to the chosen id's interval ends may go either way.
+      const double slack = 1e-9 * total;
+      if (std::fabs(cumulative - target) > slack && std::fabs(before - target) > slack) {
+        EXPECT_EQ(got, want) << "vocab " << vocab << " u " << u;
+      }
+    }
+  }
+  EXPECT_EQ(sampling::InverseCdf(std::vector<float>(40, 0.0f), 0.0), -1);
 }
 
 TEST(SamplerTest, SamplingNeverPicksTruncatedTokens) {

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,6 +37,38 @@ TEST(OpsTest, SiluMulEveryIsaMatchesFloat64) {
       ASSERT_NEAR(out[i], want, 4e-6 * std::fabs(want) + 1e-30)
           << cpu::IsaName(isa) << " gate=" << gate[i] << " up=" << up[i];
     }
+  }
+}
+
+// ExpShifted: exp(x - shift) within the vector exp's bound of a float64 exp, exactly 0 for -inf
+// and below the -87 floor on every level, and the returned sum equals the float64 sum of what
+// was written (to double rounding).
+TEST(OpsTest, ExpShiftedEveryIsaMatchesFloat64) {
+  std::mt19937 rng(10);
+  std::normal_distribution<float> normal(0.0f, 8.0f);
+  std::vector<float> x;
+  for (float v = -120.0f; v <= 0.0f; v += 0.125f) x.push_back(v);
+  for (int i = 0; i < 49152; ++i) x.push_back(std::min(0.0f, normal(rng)));
+  x.push_back(-std::numeric_limits<float>::infinity());
+  const int64_t n = static_cast<int64_t>(x.size());
+  ASSERT_NE(n % 16, 0);  // a masked tail
+  const float shift = 3.5f;
+  for (float& v : x) v += shift;
+  for (cpu::Isa isa : cpu::SupportedIsas()) {
+    std::vector<float> out(n, NAN);
+    const double sum = ExpShiftedWith(isa, x.data(), shift, n, out.data());
+    double written = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(x[i]) - shift;
+      if (!(static_cast<float>(v) >= -87.0f)) {
+        ASSERT_EQ(out[i], 0.0f) << cpu::IsaName(isa) << " x=" << x[i];
+      } else {
+        const double want = std::exp(v);
+        ASSERT_NEAR(out[i], want, 4e-7 * want) << cpu::IsaName(isa) << " x=" << x[i];
+      }
+      written += out[i];
+    }
+    EXPECT_NEAR(sum, written, 1e-12 * written) << cpu::IsaName(isa);
   }
 }
 
