@@ -4,9 +4,14 @@
 // For each thread count: prompt processing (pp<N>: one N-token prefill into an empty cache) and
 // text generation (tg<N>: N single-token decode steps from an empty cache), each repeated r
 // times after one warm-up run, reported as mean ± stdev tokens/s.
-// --fit times batched prefills (several prompt lengths and batch sizes) and decode steps
-// (several batch sizes and context lengths; the cached K/V are left as zeros, which costs the
-// same as real ones) and fits DistServe's step-time forms per thread count (planner/cost_model.h).
+// --fit times batched prefills (several prompt lengths and batch sizes; the forward pass) and
+// decode steps (several batch sizes and context lengths) and fits DistServe's step-time forms per
+// thread count (planner/cost_model.h). Decode steps are timed as the serving engine runs them:
+// Engine::Step with its scheduler, forward, sampler (temperature 1, the OpenAI default),
+// detokenizer and stop checks, over sequences whose prompt K/V are taken as already computed
+// (left as zeros, which costs the same as real ones). Per-token work outside the forward pass is
+// a visible part of a small model's step (the sampler alone read a 49k-entry row at ~0.5 ms per
+// sequence before it was vectorized), and the planner must see it.
 //
 //   cleave profile [-m MODEL] --batch 1,4,16,64 [--context 128] [--steps 8] -t 2 -r 5
 // Batched decode: for each batch size B, B sequences that each already hold --context tokens in
@@ -23,6 +28,8 @@
 
 #include "apps/commands.h"
 #include "apps/load_model.h"
+#include "engine/engine.h"
+#include "engine/model_executor.h"
 #include "kernels/cpu/dispatch.h"
 #include "model/model.h"
 #include "model/model_path.h"
@@ -119,6 +126,52 @@ double TimeSpans(Model& model, ThreadPool& pool,
   return best;
 }
 
+// Seconds per decode step of the engine for `batch` sequences holding `context` tokens each
+// (the median over `steps` steps), and the mean Σ context over the timed steps.
+std::pair<double, double> TimeEngineDecode(Model& model, int threads, int64_t batch,
+                                           int64_t context, int steps, DType kv_dtype) {
+  constexpr int32_t kBlock = 16;
+  const int64_t per_seq = (context + steps + 2 + kBlock - 1) / kBlock;
+  ModelExecutor executor(model, static_cast<int32_t>(batch * per_seq), kBlock, threads, kv_dtype);
+  EngineConfig config;
+  config.num_blocks = static_cast<int32_t>(batch * per_seq);
+  config.block_size = kBlock;
+  config.enable_prefix_caching = false;
+  Engine engine(config, &executor, &model.tokenizer());
+  const int64_t vocab = model.config().vocab_size;
+  for (int64_t b = 0; b < batch; ++b) {
+    Request request;
+    for (int64_t i = 0; i < context; ++i) {
+      request.prompt.push_back(static_cast<TokenId>((i * 7919 + 13 + 101 * b) % vocab));
+    }
+    request.params.max_tokens = steps + 4;
+    request.params.ignore_eos = true;
+    request.params.seed = static_cast<uint64_t>(b);
+    auto blocks = engine.AllocateBlocks(static_cast<int32_t>((context + kBlock - 1) / kBlock));
+    CLEAVE_CHECK(blocks.has_value());
+    // The whole prompt counts as computed: the first step recomputes its last token (a
+    // one-token step like every decode step) to get logits.
+    CLEAVE_CHECK(engine
+                     .AddPrefilledRequest(std::move(request), {}, std::move(*blocks),
+                                          static_cast<int32_t>(context))
+                     .ok());
+  }
+  CLEAVE_CHECK(engine.Step().ok());  // warm-up: the recomputed last prompt tokens
+  engine.PollOutputs();
+  std::vector<double> times;
+  double sum_context = 0;
+  for (int i = 0; i < steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    CLEAVE_CHECK(engine.Step().ok());
+    engine.PollOutputs();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    sum_context += static_cast<double>(batch * (context + 1 + i));
+  }
+  CLEAVE_CHECK(engine.num_running() == batch, "profile: a sequence finished early");
+  std::nth_element(times.begin(), times.begin() + steps / 2, times.end());
+  return {times[steps / 2], sum_context / steps};
+}
+
 int RunFit(const ProfileOptions& o, Model& model, const std::string& path) {
   planner::ProfileFit fit;
   fit.model = model.config().name;
@@ -139,9 +192,9 @@ int RunFit(const ProfileOptions& o, Model& model, const std::string& path) {
     }
     for (int64_t batch : {1, 4, 16}) {
       for (int64_t ctx : {32, 256, 1024}) {
-        std::vector<std::pair<int64_t, int64_t>> spans(batch, {1, ctx});
-        decode.push_back(
-            {double(batch), double(batch * ctx), TimeSpans(model, pool, spans, reps, o.kv_dtype)});
+        const auto [seconds, sum_context] =
+            TimeEngineDecode(model, t, batch, ctx, /*steps=*/5, o.kv_dtype);
+        decode.push_back({double(batch), sum_context, seconds});
       }
     }
     auto pf = planner::FitLinearForm(prefill);
