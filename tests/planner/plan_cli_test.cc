@@ -1,5 +1,7 @@
 // End to end: `cleave plan --colocated-policy` parses its two values, says in the JSON which
-// policy each colocated candidate used, and rejects anything else with a clear error.
+// policy each colocated candidate used, and rejects anything else with a clear error; `cleave
+// profile --fit` runs its prefill and engine-step decode timings and writes a fit `cleave plan`
+// loads.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -8,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "planner/cost_model.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/run_cleave.h"
 
@@ -67,6 +70,36 @@ TEST_F(PlanCli, RejectsUnknownColocatedPolicy) {
   EXPECT_NE(all.find("chunked"), std::string::npos) << all;
   EXPECT_NE(all.find("whole-prompt"), std::string::npos) << all;
   EXPECT_TRUE(r.out.find("candidates") == std::string::npos);  // no plan was printed
+}
+
+// The fit's decode samples come from Engine::Step on the real model (sampler included): every
+// coefficient a decode step depends on must come out, and the per-sequence one must be
+// positive (a sampler or forward that stopped scaling with the batch would show here).
+TEST_F(PlanCli, ProfileFitWritesAFitThatPlanLoads) {
+  if (!std::filesystem::exists(testing::DefaultModelPath())) {
+    GTEST_SKIP() << "default model missing: run scripts/setup.sh";
+  }
+  const std::string path = testing::TempDir() + "/profile_fit.json";
+  RunResult r = RunCleave("profile -m " + testing::DefaultModelPath() + " -t 1 --fit " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto fit = planner::ProfileFit::Load(path);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  ASSERT_EQ(fit->fits.size(), 1u);
+  const planner::ThreadFit& f = fit->fits[0];
+  EXPECT_EQ(f.threads, 1);
+  EXPECT_GT(f.decode.b, 0.0);
+  EXPECT_GT(f.prefill.b, 0.0);
+  EXPECT_GT(f.decode.Eval(16, 16 * 1024), f.decode.Eval(1, 32));
+  EXPECT_LT(f.decode_rms_rel_error, 1.0);
+  EXPECT_GT(fit->kv_bytes_per_token, 0);
+
+  RunResult plan =
+      RunCleave("plan --model " + testing::DefaultModelPath() + " --hardware local --profile " +
+                path + " --workload chatbot --ttft 2 --tpot 0.2 --num-requests 20 --json");
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const nlohmann::json j = nlohmann::json::parse(plan.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << plan.out;
+  EXPECT_FALSE(j["candidates"].empty());
 }
 
 }  // namespace
