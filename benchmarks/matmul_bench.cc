@@ -6,7 +6,7 @@
 //   prefill (num_tokens = 128): reports GFLOP/s (2 * rows * cols * tokens per second).
 //
 // Shapes: 1536 x 576 (SmolLM2-135M FFN up/gate), 576 x 1536 (its down), 49152 x 576 (its
-// output projection) and 8192 x 2048 (Llama-3.2-1B FFN up/gate); qkv/*: SmolLM2's Q, K and V as
+// output projection), 8192 x 2048 (Llama-3.2-1B FFN up/gate) and 2048 x 8192 (its down); qkv/*: SmolLM2's Q, K and V as
 // three MatMuls or one MatMulShared.
 // Run e.g.  matmul_bench --benchmark_filter='avx512/q4_0' ; threads are the last argument.
 #include <benchmark/benchmark.h>
@@ -130,8 +130,8 @@ void RegisterAll() {
     int64_t rows, cols;
   };
   // SmolLM2-135M FFN gate/up, its down projection and its Q8_0 output (tied embeddings), and
-  // Llama-3.2-1B FFN gate/up.
-  const Shape shapes[] = {{1536, 576}, {576, 1536}, {49152, 576}, {8192, 2048}};
+  // Llama-3.2-1B FFN gate/up and down.
+  const Shape shapes[] = {{1536, 576}, {576, 1536}, {49152, 576}, {8192, 2048}, {2048, 8192}};
   for (cpu::Isa isa : cpu::SupportedIsas()) {
     for (DType dtype : formats) {
       for (const Shape& s : shapes) {

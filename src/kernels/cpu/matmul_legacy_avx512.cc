@@ -199,13 +199,9 @@ constexpr int64_t kPrefetchBytes = 8192;
 constexpr int64_t kDecodeChunkGroups = 16;
 
 // One panel (16 rows from `base`, the last nr valid) x T tokens from t0, weights read in place.
-// While it reads a group it prefetches the group `prefetch_ahead` bytes further on (the same
-// group of a later panel: rows are short, 300 bytes to a few KB, so "a few groups ahead in
-// this row" would mostly point into rows being read).
 template <Fmt F, int T>
 void PanelDirect(const uint8_t* base, int64_t row_bytes, int nr, const DecodeActivations<F>& xa,
-                 int64_t num_blocks, int64_t prefetch_ahead, int64_t t0, float* y,
-                 int64_t rows_total) {
+                 int64_t num_blocks, int64_t t0, float* y, int64_t rows_total) {
   using XGroup = typename DecodeTraits<F>::XGroup;
   constexpr int kB = DecodeTraits<F>::kBlocks;
   constexpr int kGroupBytes = FmtTraits<F>::kBlockBytes * kB;
@@ -230,13 +226,27 @@ void PanelDirect(const uint8_t* base, int64_t row_bytes, int nr, const DecodeAct
     __m512i scale[4];   // [quad]
   };
   QuadSums sums[kDecodeChunkGroups];
-  const auto quad = [&]<bool kFull>(int q, int64_t g, int valid, QuadSums& out) {
-    __m512i dot[T][4], bits[4];
+  // Reads go quad-chunk by quad-chunk (4 rows x one chunk of groups), panel after panel. While
+  // it reads a group, a quad prefetches the same group position ahead_steps quad-chunks later
+  // (in this panel or the next), at least kPrefetchBytes further on in reading order.
+  const int64_t num_chunks = (xa.num_groups + kDecodeChunkGroups - 1) / kDecodeChunkGroups;
+  const int64_t chunk_row_bytes = std::min(xa.num_groups, kDecodeChunkGroups) * kGroupBytes;
+  const int64_t ahead_steps =
+      std::max<int64_t>(1, (kPrefetchBytes + 4 * chunk_row_bytes - 1) / (4 * chunk_row_bytes));
+  const auto ahead_of = [&](int64_t chunk, int q) {
+    const int64_t step = chunk * 4 + q + ahead_steps;
+    const int64_t panels = step / (4 * num_chunks), rest = step % (4 * num_chunks);
+    return panels * kPanel * row_bytes + (rest % 4 - q) * 4 * row_bytes +
+           (rest / 4 - chunk) * kDecodeChunkGroups * kGroupBytes;
+  };
+  const auto quad = [&]<bool kFull>(int q, int64_t g, int valid, int64_t prefetch_ahead,
+                                    QuadSums& out) {
+    __m512i dot[T][4], heads[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       const uint8_t* p = row[4 * q + i] + g * kGroupBytes;
       PrefetchGroup<F>(p, prefetch_ahead);
-      bits[i] = ScaleBits<F, kFull>(p, valid);
+      heads[i] = LoadHead<F, kFull>(p, valid);
       __m512i w[DecodeTraits<F>::kCodeRegs];
       LoadCodes<F, kFull>(p, valid, w);
 #pragma GCC unroll 2
@@ -246,16 +256,18 @@ void PanelDirect(const uint8_t* base, int64_t row_bytes, int nr, const DecodeAct
     for (int t = 0; t < T; ++t) {
       out.dot[t][q] = ReduceQuad(dot[t][0], dot[t][1], dot[t][2], dot[t][3]);
     }
-    out.scale[q] = ReduceQuad(bits[0], bits[1], bits[2], bits[3]);
+    out.scale[q] = QuadScaleBits<F>(heads);
   };
   for (int64_t g0 = 0; g0 < xa.num_groups; g0 += kDecodeChunkGroups) {
     const int64_t g1 = std::min<int64_t>(xa.num_groups, g0 + kDecodeChunkGroups);
     const int64_t full_end = std::min(g1, full);
     for (int q = 0; q < 4; ++q) {
-      for (int64_t g = g0; g < full_end; ++g)
-        quad.template operator()<true>(q, g, kB, sums[g - g0]);
+      const int64_t ahead = ahead_of(g0 / kDecodeChunkGroups, q);
+      for (int64_t g = g0; g < full_end; ++g) {
+        quad.template operator()<true>(q, g, kB, ahead, sums[g - g0]);
+      }
       if (full_end < g1) {
-        quad.template operator()<false>(q, full, static_cast<int>(num_blocks - full * kB),
+        quad.template operator()<false>(q, full, static_cast<int>(num_blocks - full * kB), ahead,
                                         sums[full - g0]);
       }
     }
@@ -310,20 +322,15 @@ void DecodeRows(const WeightView& w, const DecodeActivations<F>& xa, int64_t num
                 int64_t row_begin, int64_t row_end, float* y) {
   const int64_t num_blocks = w.cols / 32;
   const int64_t row_bytes = num_blocks * FmtTraits<F>::kBlockBytes;
-  // A whole number of panels (so it is the same group of a later panel), at least
-  // kPrefetchBytes.
-  const int64_t panel_bytes = kPanel * row_bytes;
-  const int64_t ahead =
-      panel_bytes * std::max<int64_t>(1, (kPrefetchBytes + panel_bytes - 1) / panel_bytes);
   const auto* data = static_cast<const uint8_t*>(w.data);
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanel) {
     const int nr = static_cast<int>(std::min<int64_t>(kPanel, row_end - r0));
     const uint8_t* base = data + r0 * row_bytes;
     if (num_tokens == 2) {
-      PanelDirect<F, 2>(base, row_bytes, nr, xa, num_blocks, ahead, 0, y + r0, w.rows);
+      PanelDirect<F, 2>(base, row_bytes, nr, xa, num_blocks, 0, y + r0, w.rows);
     } else {
       for (int64_t t = 0; t < num_tokens; ++t) {
-        PanelDirect<F, 1>(base, row_bytes, nr, xa, num_blocks, ahead, t, y + r0, w.rows);
+        PanelDirect<F, 1>(base, row_bytes, nr, xa, num_blocks, t, y + r0, w.rows);
       }
     }
   }

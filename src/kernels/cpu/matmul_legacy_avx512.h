@@ -116,48 +116,54 @@ CLEAVE_ALWAYS_INLINE void TransposeQuads(const __m512i (&q)[4],
   }
 }
 
-// A row's group scales as int32 bits in the group layout: the first lane of block k holds
-// d_k's f16 bits in its low half (Q4_1: m_k's in its high half), every other lane 0, so
-// TransposeQuads (adding zeros) moves them into the rows-in-lanes order exactly.
-template <Fmt F>
+// Four rows' group scales as int32 bits, as ReduceQuad would leave them: int32 lane
+// kLanesPerBlock * k + j holds row j's f16 d_k in its low half (Q4_1: m_k in its high half),
+// every other lane 0, so TransposeQuads (adding zeros) moves them into the rows-in-lanes order
+// exactly. Block k's scale lies in the 128-bit lane of the group's first 64 bytes that block
+// k's first int32 lane is in (bytes 18k / 20k for Q4_0 / Q4_1, 34 for Q8_0's second block), so
+// one vpshufb per row (row j's indices shifted by j lanes) and an or of the four build it.
+template <Fmt F, int kRow>
 struct ScaleBitsIndex {
   static constexpr int kLanesPerBlock = 16 / FmtTraits<F>::kGroupBlocks;
-  static constexpr std::array<int16_t, 32> Make() {
-    std::array<int16_t, 32> idx{};
+  static constexpr std::array<int8_t, 64> Make() {
+    std::array<int8_t, 64> idx{};
+    for (int i = 0; i < 64; ++i) idx[i] = static_cast<int8_t>(0x80);  // zero
     for (int k = 0; k < FmtTraits<F>::kGroupBlocks; ++k) {
-      idx[2 * kLanesPerBlock * k] = static_cast<int16_t>(FmtTraits<F>::kBlockBytes * k / 2);
-      idx[2 * kLanesPerBlock * k + 1] = static_cast<int16_t>(FmtTraits<F>::kBlockBytes * k / 2 + 1);
+      const int dst = 4 * (kLanesPerBlock * k + kRow);
+      const int src = FmtTraits<F>::kBlockBytes * k;
+      const int bytes = F == Fmt::kQ4_1 ? 4 : 2;
+      for (int j = 0; j < bytes; ++j) idx[dst + j] = static_cast<int8_t>((src + j) % 16);
     }
     return idx;
   }
-  static constexpr __mmask32 Mask() {
-    __mmask32 mask = 0;
-    for (int k = 0; k < FmtTraits<F>::kGroupBlocks; ++k) {
-      mask |= __mmask32{1} << (2 * kLanesPerBlock * k);
-      if (F == Fmt::kQ4_1) mask |= __mmask32{1} << (2 * kLanesPerBlock * k + 1);
-    }
-    return mask;
-  }
-  alignas(64) static constexpr std::array<int16_t, 32> kIdx = Make();
+  alignas(64) static constexpr std::array<int8_t, 64> kIdx = Make();
+  static __m512i Load() { return _mm512_load_si512(kIdx.data()); }
 };
 
-// group = a row's group of blocks; valid_blocks < kGroupBlocks only for a row's last group
-// (nothing past its end is read).
+// Row j's group head: the group's first 64 bytes; valid_blocks < kGroupBlocks only for a row's
+// last group (nothing past its end is read).
 template <Fmt F, bool kFull>
-CLEAVE_ALWAYS_INLINE __m512i ScaleBits(const uint8_t* group, int valid_blocks) {
-  __m512i head;
+CLEAVE_ALWAYS_INLINE __m512i LoadHead(const uint8_t* group, int valid_blocks) {
   if constexpr (kFull) {
-    head = _mm512_loadu_si512(group);  // a full group is >= 64 bytes
+    return _mm512_loadu_si512(group);  // a full group is >= 64 bytes
   } else {
     const int span = FmtTraits<F>::kBlockBytes * valid_blocks;
     const __mmask64 mask = span >= 64 ? ~__mmask64{0} : ((__mmask64{1} << span) - 1);
-    head = _mm512_maskz_loadu_epi8(mask, group);
+    return _mm512_maskz_loadu_epi8(mask, group);
   }
-  return _mm512_maskz_permutexvar_epi16(ScaleBitsIndex<F>::Mask(),
-                                        _mm512_load_si512(ScaleBitsIndex<F>::kIdx.data()), head);
 }
 
-// Transposed scale bits (TransposeQuads of ScaleBits) -> floats.
+// heads[j] = LoadHead of row j of the quad.
+template <Fmt F>
+CLEAVE_ALWAYS_INLINE __m512i QuadScaleBits(const __m512i (&heads)[4]) {
+  const __m512i s0 = _mm512_shuffle_epi8(heads[0], ScaleBitsIndex<F, 0>::Load());
+  const __m512i s1 = _mm512_shuffle_epi8(heads[1], ScaleBitsIndex<F, 1>::Load());
+  const __m512i s2 = _mm512_shuffle_epi8(heads[2], ScaleBitsIndex<F, 2>::Load());
+  const __m512i s3 = _mm512_shuffle_epi8(heads[3], ScaleBitsIndex<F, 3>::Load());
+  return _mm512_or_si512(_mm512_ternarylogic_epi32(s0, s1, s2, 0xfe), s3);
+}
+
+// Transposed scale bits (TransposeQuads of QuadScaleBits) -> floats.
 template <Fmt F>
 CLEAVE_ALWAYS_INLINE BlockScales ScalesOf(__m512i bits) {
   BlockScales s;

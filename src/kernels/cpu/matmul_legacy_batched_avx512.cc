@@ -103,13 +103,13 @@ CLEAVE_ALWAYS_INLINE void GroupScales(const uint8_t* const (&row)[kPanel], int64
   constexpr int kGB = FmtTraits<F>::kGroupBlocks;
   __m512i quad[4];
   for (int q = 0; q < 4; ++q) {
-    __m512i bits[4];
+    __m512i heads[4];
     for (int i = 0; i < 4; ++i) {
       const uint8_t* p = row[4 * q + i] + offset;
-      bits[i] =
-          valid_blocks == kGB ? ScaleBits<F, true>(p, kGB) : ScaleBits<F, false>(p, valid_blocks);
+      heads[i] =
+          valid_blocks == kGB ? LoadHead<F, true>(p, kGB) : LoadHead<F, false>(p, valid_blocks);
     }
-    quad[q] = ReduceQuad(bits[0], bits[1], bits[2], bits[3]);
+    quad[q] = QuadScaleBits<F>(heads);
   }
   __m512i t[kGB];
   TransposeQuads<F>(quad, t);
