@@ -66,6 +66,7 @@ CLEAVE_ALWAYS_INLINE void TransposeRowBytes(const uint8_t* const (&row)[kPanel],
                                             __m512i (&e)[4]) {
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   __m512i z[4];
+#pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {
     // 128-bit lane i = row 4q + i; then int32 lane 4m + i = its dword m.
     __m512i v = _mm512_broadcast_i32x4(Load128(row[4 * q] + offset));
@@ -139,9 +140,11 @@ void ExpandPanel(const uint8_t* base, int64_t row_bytes, int nr, int64_t b_begin
       o.d = scales[k].d;
       o.m = scales[k].m;
       if constexpr (F == Fmt::kQ8_0) {
+#pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
           __m512i e[4];
           TransposeRowBytes(row, b * kBB + kQs + 16 * h, e);
+#pragma GCC unroll 4
           for (int m = 0; m < 4; ++m) {
             o.w[8 * h + 2 * m] = _mm512_srai_epi16(_mm512_shuffle_epi8(e[m], idx_ab), 8);
             o.w[8 * h + 2 * m + 1] = _mm512_srai_epi16(_mm512_shuffle_epi8(e[m], idx_cd), 8);
@@ -150,19 +153,18 @@ void ExpandPanel(const uint8_t* base, int64_t row_bytes, int nr, int64_t b_begin
       } else {
         __m512i e[4];
         TransposeRowBytes(row, b * kBB + kQs, e);
+        const auto codes = [&](__m512i v) {
+          v = _mm512_and_si512(v, nibble);
+          return F == Fmt::kQ4_0 ? _mm512_sub_epi16(v, eight) : v;
+        };
+#pragma GCC unroll 4
         for (int m = 0; m < 4; ++m) {
           const __m512i ab = _mm512_shuffle_epi8(e[m], idx_ab);
           const __m512i cd = _mm512_shuffle_epi8(e[m], idx_cd);
-          __m512i w[4] = {_mm512_and_si512(ab, nibble), _mm512_and_si512(cd, nibble),
-                          _mm512_and_si512(_mm512_srli_epi32(ab, 4), nibble),
-                          _mm512_and_si512(_mm512_srli_epi32(cd, 4), nibble)};
-          if constexpr (F == Fmt::kQ4_0) {
-            for (__m512i& v : w) v = _mm512_sub_epi16(v, eight);
-          }
-          o.w[2 * m] = w[0];
-          o.w[2 * m + 1] = w[1];
-          o.w[2 * m + 8] = w[2];
-          o.w[2 * m + 9] = w[3];
+          o.w[2 * m] = codes(ab);
+          o.w[2 * m + 1] = codes(cd);
+          o.w[2 * m + 8] = codes(_mm512_srli_epi32(ab, 4));
+          o.w[2 * m + 9] = codes(_mm512_srli_epi32(cd, 4));
         }
       }
     }
