@@ -25,7 +25,7 @@ const DType kFormats[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0
                           DType::kQ4_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
 // cols 96 and 576 leave partial groups in the AVX-512 kernels (which take 2 or 4 blocks at a
-// time); 1-2 tokens take the decode path, 3+ the prefill path with token tiles of 4 and a tail.
+// time); 1-2 tokens take the decode path, 3+ the batched path with token tiles of 6 and a tail.
 std::vector<Shape> Shapes() {
   std::vector<Shape> shapes;
   for (int64_t cols : {96, 256, 512, 576, 1536}) {
