@@ -6,9 +6,9 @@
 //   prefill (num_tokens = 128): reports GFLOP/s (2 * rows * cols * tokens per second).
 //
 // Shapes: 1536 x 576 (SmolLM2-135M FFN up/gate), 576 x 1536 (its down), 49152 x 576 (its
-// output projection), 8192 x 2048 (Llama-3.2-1B FFN up/gate) and 2048 x 8192 (its down); qkv/*:
-// SmolLM2's Q, K and V as three MatMuls or one MatMulShared. Run e.g.  matmul_bench
-// --benchmark_filter='avx512/q4_0' ; threads are the last argument.
+// output projection), 8192 x 2048 (Llama-3.2-1B FFN up/gate) and 2048 x 8192 (its down);
+// qkv/*: SmolLM2's Q, K and V as three MatMuls or one MatMulShared.
+// Run e.g.  matmul_bench --benchmark_filter='avx512/q4_0' ; threads are the last argument.
 #include <benchmark/benchmark.h>
 
 #include <random>
