@@ -69,10 +69,10 @@ CLEAVE_ALWAYS_INLINE void TransposeRowBytes(const uint8_t* const (&row)[kPanel],
 #pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {
     // 128-bit lane i = row 4q + i; then int32 lane 4m + i = its dword m.
-    __m512i v = _mm512_broadcast_i32x4(Load128(row[4 * q] + offset));
-    v = _mm512_mask_broadcast_i32x4(v, 0x00f0, Load128(row[4 * q + 1] + offset));
-    v = _mm512_mask_broadcast_i32x4(v, 0x0f00, Load128(row[4 * q + 2] + offset));
-    v = _mm512_mask_broadcast_i32x4(v, 0xf000, Load128(row[4 * q + 3] + offset));
+    __m512i v = _mm512_castsi128_si512(Load128(row[4 * q] + offset));
+    v = _mm512_inserti32x4(v, Load128(row[4 * q + 1] + offset), 1);
+    v = _mm512_inserti32x4(v, Load128(row[4 * q + 2] + offset), 2);
+    v = _mm512_inserti32x4(v, Load128(row[4 * q + 3] + offset), 3);
     z[q] = _mm512_permutexvar_epi32(perm, v);
   }
   TransposeLanes4x4(z, e);
