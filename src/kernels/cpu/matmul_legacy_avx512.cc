@@ -327,13 +327,12 @@ void DecodeRows(const WeightView& w, const DecodeActivations<F>& xa, int64_t num
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanel) {
     const int nr = static_cast<int>(std::min<int64_t>(kPanel, row_end - r0));
     const uint8_t* base = data + r0 * row_bytes;
-    if (num_tokens == 2) {
-      PanelDirect<F, 2>(base, row_bytes, nr, xa, num_blocks, 0, y + r0, w.rows);
-    } else {
-      for (int64_t t = 0; t < num_tokens; ++t) {
-        PanelDirect<F, 1>(base, row_bytes, nr, xa, num_blocks, t, y + r0, w.rows);
-      }
+    // Token pairs, then the odd one: a panel's rows stay in L1 after the first pair.
+    int64_t t = 0;
+    for (; t + 2 <= num_tokens; t += 2) {
+      PanelDirect<F, 2>(base, row_bytes, nr, xa, num_blocks, t, y + r0, w.rows);
     }
+    if (t < num_tokens) PanelDirect<F, 1>(base, row_bytes, nr, xa, num_blocks, t, y + r0, w.rows);
   }
 }
 
