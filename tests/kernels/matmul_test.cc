@@ -25,7 +25,8 @@ const DType kFormats[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0
                           DType::kQ4_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
 // cols 96 and 576 leave partial groups in the AVX-512 kernels (which take 2 or 4 blocks at a
-// time); 1-2 tokens take the decode path, 3+ the batched path with token tiles of 6 and a tail.
+// time); few tokens take the decode path (1-2; 1-10 for the AVX-512 legacy formats), more the
+// batched path with token tiles and a tail.
 std::vector<Shape> Shapes() {
   std::vector<Shape> shapes;
   for (int64_t cols : {96, 256, 512, 576, 1536}) {
@@ -186,9 +187,9 @@ TEST_P(MatMulTest, OutlierPerBlockStaysAccurate) {
 }
 
 // Batch invariance: a token's outputs are bit-identical whether it is multiplied alone (the
-// decode path) or inside a batch of 1-2 or 3+ tokens (the batched path, with token tiles and
-// tails), on one thread or two. Continuous batching relies on this: a sequence's logits must
-// not depend on what else shares its step.
+// decode path) or inside a batch that takes the decode path or the batched one (token tiles and
+// tails; 11 tokens is batched on every level), on one thread or two. Continuous batching relies on
+// this: a sequence's logits must not depend on what else shares its step.
 TEST_P(MatMulTest, BatchedOutputsEqualSingleToken) {
   const cpu::Isa isa = GetParam();
   ThreadPool single(1), pair(2);
@@ -230,8 +231,8 @@ TEST_P(MatMulTest, BatchedOutputsEqualSingleToken) {
 // MatMulShared: several weights with one input (same type, as Q/K/V of one model; or mixed
 // types, as K-quant files mix Q4_K and Q6_K, with float and legacy ones in the same call).
 // Each output must be bit-identical to a separate MatMul (which the tests above hold to the
-// scalar reference) and within Tolerance() of MatMulReference itself, for 1-2 tokens (decode
-// path) and 3+ (batched path), on one thread and two.
+// scalar reference) and within Tolerance() of MatMulReference itself, for token counts that take
+// the decode path and the batched one (13 is batched on every level), on one thread and two.
 TEST_P(MatMulTest, SharedInputEqualsSeparateMatMuls) {
   const cpu::Isa isa = GetParam();
   ThreadPool single(1), pair(2);
@@ -247,7 +248,7 @@ TEST_P(MatMulTest, SharedInputEqualsSeparateMatMuls) {
       bool ok = true;
       for (DType dtype : set) ok &= RowBytes(dtype, cols).has_value();
       if (!ok) continue;
-      for (int64_t num_tokens : {1, 2, 3, 7}) {
+      for (int64_t num_tokens : {1, 2, 3, 7, 13}) {
         std::string name;
         for (DType dtype : set) name += std::string(DTypeName(dtype)) + " ";
         SCOPED_TRACE(name + "cols=" + std::to_string(cols) +
@@ -374,7 +375,8 @@ std::vector<float> LegacyAvx512Oracle(const WeightView& w, const float* x, int64
 }
 
 // The AVX-512 kernel for Q4_0, Q4_1 and Q8_0 follows its stated numerics bit for bit, in the
-// decode path (1-2 tokens) and the batched one (3+: token tiles and tails, partial panels,
+// decode path (up to 10 tokens: pairs and an odd one) and the batched one (11+: token tiles and
+// tails, partial panels,
 // partial groups, several chunks of blocks), on one thread and two.
 TEST(MatMulLegacyAvx512, EqualsScalarStatementOfItsNumerics) {
   if (!cpu::IsaSupported(cpu::Isa::kAvx512)) GTEST_SKIP() << "CPU has no AVX-512 VNNI";

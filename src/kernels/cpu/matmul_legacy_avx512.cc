@@ -19,12 +19,13 @@
 // depends on its neighbours, so partial panels are padded with copies of a valid row and
 // stored masked.
 //
-// Decode path (1-2 tokens, this file): weights are read in place, a panel of 16 rows at a time,
-// one group of blocks per row as below, 4 rows (a quad) over a chunk of groups at a time. A
+// Decode path (up to kDecodeMaxTokens = 10 tokens, this file, in token pairs over each panel):
+// weights are read in place, a panel of 16 rows at a time, one group of blocks per row as
+// below, 4 rows (a quad) over a chunk of groups at a time. A
 // quad's per-lane integer partials are reduced to one vector (ReduceQuad), then 4 quads are
 // transposed so that one zmm holds one block's isum for the 16 rows (TransposeQuads; the
 // scales go the same way, QuadScaleBits), and the float sequence runs on those. Batched path
-// (3+ tokens, matmul_legacy_batched_avx512.cc): panels are first expanded into
+// (more tokens, matmul_legacy_batched_avx512.cc): panels are first expanded into
 // VNNI-interleaved int16 scratch; see there.
 //
 // Decode groups. Q4_0 / Q4_1: a group is 4 weight blocks (128 elements). Their 4 x 16 nibble

@@ -1,5 +1,5 @@
-// The batched path (3+ tokens) of the AVX-512 VNNI legacy-format MatMul: "rows in lanes". The
-// numerics (one in-order float sequence per row and token) are at the top of
+// The batched path (more than kDecodeMaxTokens tokens) of the AVX-512 VNNI legacy-format MatMul:
+// "rows in lanes". The numerics (one in-order float sequence per row and token) are at the top of
 // matmul_legacy_avx512.cc; this path computes the same isum per block and runs the same float
 // steps (BlockStep), so its outputs equal the decode path's bit for bit.
 //
