@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "apps/load_model.h"
 #include "cluster/join.h"
 #include "cluster/local_cluster.h"
 #include "engine/model_executor.h"
@@ -141,7 +142,7 @@ int RunServe(const ServeOptions& o) {
     return 1;
   };
   const auto load_start = std::chrono::steady_clock::now();
-  Result<std::unique_ptr<Model>> loaded = Model::Load(*path);
+  Result<std::unique_ptr<Model>> loaded = LoadModelWeights(*path);
   if (!loaded.ok()) {
     return fail(fmt::format("cannot load {}: {}", *path, loaded.status().message()));
   }

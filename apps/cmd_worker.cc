@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "apps/commands.h"
+#include "apps/load_model.h"
 #include "cluster/join.h"
 #include "cluster/transport.h"
 #include "cluster/worker.h"
@@ -103,7 +104,7 @@ int RunWorker(const WorkerOptions& o) {
     fmt::print(stderr, "error: {}\n", path.status().message());
     return 1;
   }
-  Result<std::unique_ptr<Model>> loaded = Model::Load(*path);
+  Result<std::unique_ptr<Model>> loaded = LoadModelWeights(*path);
   if (!loaded.ok()) {
     fmt::print(stderr, "error: cannot load {}: {}\n", *path, loaded.status().message());
     return 1;

@@ -551,8 +551,9 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_t> bytes
   return file;
 }
 
-Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path, const Limits& limits) {
-  CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapping, MappedFile::Open(path));
+Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path, const Limits& limits,
+                                                 MappedFile::Backing backing) {
+  CLEAVE_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapping, MappedFile::Open(path, backing));
   std::span<const uint8_t> bytes = mapping->bytes();
   auto parsed = Parse(bytes, limits);
   if (!parsed.ok()) return parsed.status().WithContext(path);

@@ -106,8 +106,10 @@ struct TensorInfo {
 
 class GgufFile {
  public:
-  // Maps and parses `path`.
-  static Result<std::unique_ptr<GgufFile>> Open(const std::string& path, const Limits& limits = {});
+  // Reads (maps, or copies: see MappedFile) and parses `path`.
+  static Result<std::unique_ptr<GgufFile>> Open(
+      const std::string& path, const Limits& limits = {},
+      MappedFile::Backing backing = MappedFile::Backing::kFileMapping);
   // Parses a buffer the caller keeps alive for the GgufFile's lifetime (tests, fuzzing).
   static Result<std::unique_ptr<GgufFile>> Parse(std::span<const uint8_t> bytes,
                                                  const Limits& limits = {});
@@ -140,6 +142,10 @@ class GgufFile {
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* FindTensor(std::string_view name) const;
+  // How the bytes are held (a parsed caller's buffer reports kFileMapping).
+  MappedFile::Backing backing() const {
+    return mapping_ ? mapping_->backing() : MappedFile::Backing::kFileMapping;
+  }
 
  private:
   GgufFile() = default;

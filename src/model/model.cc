@@ -37,9 +37,9 @@ void Grow(std::vector<T>& v, size_t n) {
 
 Model::~Model() = default;
 
-Result<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+Result<std::unique_ptr<Model>> Model::Load(const std::string& path, MappedFile::Backing backing) {
   std::unique_ptr<Model> model(new Model());
-  CLEAVE_ASSIGN_OR_RETURN(model->file_, gguf::GgufFile::Open(path));
+  CLEAVE_ASSIGN_OR_RETURN(model->file_, gguf::GgufFile::Open(path, {}, backing));
   CLEAVE_ASSIGN_OR_RETURN(model->config_, ReadModelConfig(*model->file_));
   CLEAVE_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromGguf(*model->file_));
   if (model->tokenizer_->vocab_size() != model->config_.vocab_size) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mapped_file.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
@@ -36,9 +37,12 @@ struct ForwardItem {
 
 class Model {
  public:
-  // Maps the file, reads config, tokenizer and chat template, and checks every tensor's presence,
-  // shape and format. Unsupported formats are an error naming tensor and format.
-  static Result<std::unique_ptr<Model>> Load(const std::string& path);
+  // Reads the file (by default copied onto huge pages, which decodes faster; kFileMapping maps it
+  // and shares pages with other processes: see MappedFile), reads config, tokenizer and chat
+  // template, and checks every tensor's presence, shape and format. Unsupported formats are an
+  // error naming tensor and format.
+  static Result<std::unique_ptr<Model>> Load(
+      const std::string& path, MappedFile::Backing backing = MappedFile::Backing::kHugePageCopy);
   ~Model();
 
   const ModelConfig& config() const { return config_; }
