@@ -101,8 +101,4 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), mapped_size_);
 }
 
-void MappedFile::Prefetch() const {
-  if (data_ != nullptr) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_WILLNEED);
-}
-
 }  // namespace cleave

@@ -40,8 +40,6 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // Which backing Open gave (kFileMapping also when a copy was asked for but THP is off).
   Backing backing() const { return backing_; }
-  // Asks the kernel to read the whole file ahead of use (MADV_WILLNEED); best effort.
-  void Prefetch() const;
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, size_t mapped_size,
