@@ -158,7 +158,10 @@ void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams
   const float max_logit = logits[Argmax(logits)];
   if (max_logit == kNegInf) return;  // everything masked: nothing to truncate
   // Unnormalised probabilities relative to the most likely token (which has 1).
-  std::vector<float> prob(vocab);
+  // Per-thread scratch: a vocabulary row is ~200 KB, which malloc would map and unmap (and
+  // page-fault in) on every sampled token.
+  thread_local std::vector<float> prob;
+  prob.resize(vocab);
   kernels::ExpShifted(logits.data(), max_logit, static_cast<int64_t>(vocab), prob.data());
 
   if (params.min_p > 0.0f) {
@@ -171,7 +174,8 @@ void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams
   }
   // Survivors ranked by probability, ties to the lower id: a strict total order, so the kept set
   // is the same on every run.
-  std::vector<TokenId> order;
+  thread_local std::vector<TokenId> order;
+  order.clear();
   order.reserve(vocab);
   for (size_t i = 0; i < vocab; ++i) {
     if (prob[i] > 0.0f) order.push_back(static_cast<TokenId>(i));
