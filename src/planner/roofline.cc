@@ -186,6 +186,11 @@ RooflineCostModel::RooflineCostModel(ModelShape shape, GpuSpec gpu, Parallelism 
       usable > weights ? static_cast<int64_t>((usable - weights) / kv_per_token) : 0;
 }
 
+double RooflineCostModel::Roof(double compute_s, double memory_s) const {
+  return std::max(compute_s, memory_s) +
+         (1.0 - a_.compute_memory_overlap) * std::min(compute_s, memory_s);
+}
+
 double RooflineCostModel::LayersTime(const StepShape& s) const {
   const double tp = par_.tp;
   const double tokens = double(s.prefill_tokens + s.decode_seqs);
@@ -193,16 +198,16 @@ double RooflineCostModel::LayersTime(const StepShape& s) const {
   const double memory = gpu_.hbm_bw * a_.memory_eff;
   // GEMMs: weights read once, 2 FLOPs per weight per token.
   const double w = shape_.params_per_layer() / tp;
-  const double gemm = std::max(2.0 * tokens * w / compute, w * shape_.dtype_bytes / memory);
+  const double gemm = Roof(2.0 * tokens * w / compute, w * shape_.dtype_bytes / memory);
   // Attention, prefill spans and decodes as separate kernels: causal pairs over the spans
   // (reading the K/V cached before them), full context for decodes; the new tokens' K/V written.
   const double q = double(shape_.q_dim()) / tp;
   const double kv_token = shape_.kv_bytes_per_token_layer() / tp;
   const double prefill_attn =
-      std::max(2.0 * q * s.prefill_sq / compute,
-               kv_token * double(s.prefill_context + s.prefill_tokens) / memory);
-  const double decode_attn = std::max(4.0 * q * double(s.decode_context) / compute,
-                                      kv_token * double(s.decode_context + s.decode_seqs) / memory);
+      Roof(2.0 * q * s.prefill_sq / compute,
+           kv_token * double(s.prefill_context + s.prefill_tokens) / memory);
+  const double decode_attn = Roof(4.0 * q * double(s.decode_context) / compute,
+                                  kv_token * double(s.decode_context + s.decode_seqs) / memory);
   double layer = gemm + prefill_attn + decode_attn;
   if (par_.tp > 1) {
     const double bytes = tokens * double(shape_.hidden) * shape_.dtype_bytes;
@@ -212,7 +217,7 @@ double RooflineCostModel::LayersTime(const StepShape& s) const {
   // LM head over the rows that need logits (one per span).
   const double rows = double(s.prefill_seqs + s.decode_seqs);
   const double head_w = double(shape_.vocab_size) * double(shape_.hidden) / tp;
-  const double head = std::max(2.0 * rows * head_w / compute, head_w * shape_.dtype_bytes / memory);
+  const double head = Roof(2.0 * rows * head_w / compute, head_w * shape_.dtype_bytes / memory);
   return double(shape_.num_layers) * layer + head;
 }
 

@@ -9,12 +9,14 @@
 //   bytes    = P_layer·dtype/tp                        (weights, read once per step)
 //            + kv_layer·(Σ context + Σ s_i)/tp         (cached K/V read by attention)
 //            + kv_layer·t/tp                           (new K/V written)
-//   time     = GEMMs:              max(GEMM FLOPs, weight bytes)
-//            + prefill attention:  max(its FLOPs, its K/V bytes (Σ s_i read, Σ n_i written))
-//            + decode attention:   max(its FLOPs, its K/V bytes (Σ context read, B written))
-//              (FLOPs at peak·compute_eff, bytes at hbm_bw·memory_eff)
+//   time     = GEMMs:              roof(GEMM FLOPs, weight bytes)
+//            + prefill attention:  roof(its FLOPs, its K/V bytes (Σ s_i read, Σ n_i written))
+//            + decode attention:   roof(its FLOPs, its K/V bytes (Σ context read, B written))
+//              (FLOPs at peak·compute_eff, bytes at hbm_bw·memory_eff; roof(c, m) = max(c, m)
+//              + (1 − overlap)·min(c, m): real kernels near the ridge point do not fully hide
+//              one under the other)
 //            + 2 all-reduces of t·hidden·dtype bytes (ring: 2(tp-1)/tp of it at NCCL's bus
-//              bandwidth, ~40% of the NVLink figure, plus a fixed latency each) when tp > 1.
+//              bandwidth, a fraction of the NVLink figure, plus a fixed latency each) when tp > 1.
 // In a mixed step (decodes riding a prefill chunk) the decode tokens share the GEMMs, so the
 // weights are read once, but the two attentions are separate kernels (varlen flash attention
 // for the chunk, paged decode attention for the batch), so each pays its own roofline: the
@@ -26,8 +28,10 @@
 // NVLink (same node) or the inter-node link. So PP buys KV capacity and prefill throughput, not
 // decode latency, which is what DistServe observes.
 //
-// Efficiencies and overheads are assumptions, chosen so that OPT-13B on one A100 lands near the
-// step times DistServe measured (docs/planner.md compares them).
+// Efficiencies, overlap and all-reduce costs are calibrated to DistServe's measured A100 profile
+// (OPT-13B TP1/2/4, OPT-66B TP2/3/4/8; rms error 7%, docs/planner.md): with the ideal roofline
+// (full overlap, NCCL at 40% of NVLink, 15 us per all-reduce) TP8 steps came out 35-55% fast,
+// which favoured large colocated instances.
 #pragma once
 
 #include <cstdint>
@@ -92,11 +96,15 @@ Result<GpuSpec> BuiltinGpu(std::string_view name);
 
 // Assumptions shared by every roofline estimate; docs/planner.md states them.
 struct RooflineAssumptions {
-  double compute_eff = 0.70;           // achieved / peak FLOP/s on large GEMMs
-  double memory_eff = 0.80;            // achieved / peak HBM bandwidth
+  double compute_eff = 0.70;  // achieved / peak FLOP/s on large GEMMs
+  double memory_eff = 0.80;   // achieved / peak HBM bandwidth
+  // Fraction of the shorter of a kernel's compute and memory times hidden under the longer:
+  // 1 is the ideal roofline max(c, m), 0 is c + m (no overlap, what kernels near the ridge
+  // point reach).
+  double compute_memory_overlap = 0.25;
   double step_overhead_s = 3e-3;       // launch, scheduling, sampling per step
-  double allreduce_latency_s = 15e-6;  // NCCL small-message all-reduce within a node
-  double allreduce_bw_eff = 0.4;       // all-reduce bus bandwidth / NVLink's bidirectional figure
+  double allreduce_latency_s = 60e-6;  // per all-reduce within a node (NCCL + launch + sync)
+  double allreduce_bw_eff = 0.2;       // all-reduce bus bandwidth / NVLink's bidirectional figure
   double memory_util = 0.90;           // fraction of GPU memory the engine may use
   double activation_reserve = 0.05;    // of GPU memory, kept for activations and workspace
 };
@@ -121,7 +129,8 @@ class RooflineCostModel final : public CostModel {
   const Parallelism& parallelism() const { return par_; }
 
  private:
-  double LayersTime(const StepShape& s) const;  // all layers, one TP group, no PP
+  double LayersTime(const StepShape& s) const;           // all layers, one TP group, no PP
+  double Roof(double compute_s, double memory_s) const;  // one kernel's time
 
   ModelShape shape_;
   GpuSpec gpu_;

@@ -87,19 +87,69 @@ TEST(Roofline, OptShapesMatchPublishedSizes) {
   EXPECT_NEAR(double(s66->kv_bytes_per_token()) * 512 / double(1 << 30), 1.13, 0.03);
 }
 
-TEST(Roofline, Opt13bOnA100NearDistServeProfile) {
-  // DistServe's fitted A100 profile for OPT-13B TP1 (simdistserve profile data): prefill
-  // 18.10 + 0.1019 l + 7.12e-6 l² ms; decode 19.93 + 6.27e-4 Σctx + 0.0385 B ms.
+// DistServe's A100-80GB profile of its own engine (simdistserve/estimators/profile_data/
+// profiler-a100-80g.distserve.json, LLMServe/DistServe @ 82831f1): per model and TP, prefill
+// a + b·Σl + c·Σl² and decode (B < 95) a + b·Σctx + c·B, milliseconds. Measured on real
+// GPUs, so the roofline's assumptions can be checked against them.
+struct DistServeProfile {
+  const char* model;
+  int tp;
+  double prefill_a, prefill_b, prefill_c;
+  double decode_a, decode_ctx, decode_batch;
+};
+constexpr DistServeProfile kDistServeA100[] = {
+    {"opt-13b", 1, 18.10, 0.1019, 7.12e-6, 19.93, 6.27e-4, 0.0385},
+    {"opt-13b", 2, 14.74, 0.06858, 2.45e-6, 13.29, 3.41e-4, 0.0630},
+    {"opt-13b", 4, 12.06, 0.03808, 5.23e-7, 10.26, 1.88e-4, 0.0327},
+    {"opt-66b", 2, 43.06, 0.2742, 2.25e-5, 48.29, 9.42e-4, 0.1276},
+    {"opt-66b", 3, 33.00, 0.1957, 1.22e-5, 35.80, 5.85e-4, 0.0953},
+    {"opt-66b", 4, 29.44, 0.1514, 8.32e-6, 30.76, 4.52e-4, 0.0633},
+    {"opt-66b", 8, 25.49, 0.1066, 3.39e-6, 23.16, 2.27e-4, 0.0480},
+};
+
+TEST(Roofline, TracksDistServeA100ProfileAcrossModelsAndTensorParallelism) {
+  // Prompts of 128-2048 tokens and decode batches of 1-64 at 300-1200 tokens of context, on
+  // every profiled (model, TP): each step within 25% of the measured fit, rms within 10%.
+  // (With an ideal roofline, max(compute, memory) and free all-reduces, TP8 came out 35-55%
+  // fast and the rms was 29%.)
+  auto gpu = BuiltinGpu("a100");
+  ASSERT_TRUE(gpu.ok());
+  double sum_sq = 0;
+  int n = 0;
+  for (const DistServeProfile& p : kDistServeA100) {
+    auto shape = BuiltinModelShape(p.model);
+    ASSERT_TRUE(shape.ok());
+    RooflineCostModel m(*shape, *gpu, {p.tp, 1});  // (66B on TP2 is timed even if KV is short)
+    auto check = [&](double ours_ms, double theirs_ms, const std::string& what) {
+      const double err = std::log(ours_ms / theirs_ms);
+      EXPECT_LT(std::fabs(err), std::log(1.25))
+          << p.model << " TP" << p.tp << " " << what << ": ours " << ours_ms << " ms, measured "
+          << theirs_ms << " ms";
+      sum_sq += err * err;
+      ++n;
+    };
+    for (double l : {128.0, 256.0, 512.0, 1024.0, 2048.0}) {
+      check(m.PrefillTime(int64_t(l), l * l) * 1e3,
+            p.prefill_a + p.prefill_b * l + p.prefill_c * l * l,
+            "prefill " + std::to_string(int(l)));
+    }
+    for (int batch : {1, 8, 16, 32, 64}) {
+      for (int64_t context : {300, 600, 1200}) {
+        const double sum_context = double(batch * context);
+        check(m.DecodeTime(batch, batch * context) * 1e3,
+              p.decode_a + p.decode_ctx * sum_context + p.decode_batch * batch,
+              "decode B" + std::to_string(batch) + " ctx " + std::to_string(context));
+      }
+    }
+  }
+  EXPECT_LT(std::sqrt(sum_sq / n), 0.10);
+}
+
+TEST(Roofline, ParallelismSplitsComputeAndAddsCapacity) {
   auto shape = BuiltinModelShape("opt-13b");
   auto gpu = BuiltinGpu("a100");
   RooflineCostModel m(*shape, *gpu, {1, 1});
   ASSERT_TRUE(m.fits());
-  const double prefill_ms = m.PrefillTime(512, 512.0 * 512) * 1e3;
-  const double distserve_prefill = 18.10 + 0.1019 * 512 + 7.12e-6 * 512 * 512;
-  EXPECT_NEAR(prefill_ms, distserve_prefill, 0.25 * distserve_prefill);
-  const double decode_ms = m.DecodeTime(16, 16 * 600) * 1e3;
-  const double distserve_decode = 19.93 + 6.27e-4 * 16 * 601 + 0.0385 * 16;
-  EXPECT_NEAR(decode_ms, distserve_decode, 0.25 * distserve_decode);
   // TP2 prefill is faster (compute split), and PP gives capacity.
   RooflineCostModel tp2(*shape, *gpu, {2, 1});
   EXPECT_LT(tp2.PrefillTime(512, 512.0 * 512), 0.7 * m.PrefillTime(512, 512.0 * 512));
