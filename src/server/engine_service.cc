@@ -18,15 +18,21 @@ ServiceConfig WithClock(ServiceConfig config, std::chrono::steady_clock::time_po
 }  // namespace
 
 std::vector<RequestOutput> RequestGroup::Wait(std::chrono::milliseconds timeout) {
+  std::vector<RequestOutput> out;
+  Wait(timeout, &out);
+  return out;
+}
+
+void RequestGroup::Wait(std::chrono::milliseconds timeout, std::vector<RequestOutput>* out) {
+  out->clear();
   std::unique_lock lock(mu_);
   cv_.wait_for(lock, timeout, [&] { return !outputs_.empty() || num_unfinished_ == 0; });
-  std::vector<RequestOutput> out(std::make_move_iterator(outputs_.begin()),
-                                 std::make_move_iterator(outputs_.end()));
+  out->insert(out->end(), std::make_move_iterator(outputs_.begin()),
+              std::make_move_iterator(outputs_.end()));
   outputs_.clear();
-  for (const RequestOutput& o : out) {
+  for (const RequestOutput& o : *out) {
     if (o.finished && num_unfinished_ > 0) --num_unfinished_;
   }
-  return out;
 }
 
 bool RequestGroup::done() const {
@@ -240,8 +246,12 @@ void EngineService::Route(std::vector<RequestOutput> outputs) {
     std::shared_ptr<RequestGroup> group = t.group.lock();
     const bool finished = out.finished;
     if (group) {
-      std::lock_guard glock(group->mu_);
-      group->outputs_.push_back(std::move(out));
+      {
+        std::lock_guard glock(group->mu_);
+        group->outputs_.push_back(std::move(out));
+      }
+      // Notified unlocked: a waiter woken under the lock would block on it at once and need a
+      // second wake-up (two context switches per token instead of one).
       group->cv_.notify_all();
     }
     if (finished) tracked_.erase(it);

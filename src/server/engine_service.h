@@ -42,6 +42,8 @@ class RequestGroup {
  public:
   // Waits up to `timeout` for outputs and takes them all (maybe none).
   std::vector<RequestOutput> Wait(std::chrono::milliseconds timeout);
+  // The same into *out (cleared first), whose capacity a streaming loop reuses.
+  void Wait(std::chrono::milliseconds timeout, std::vector<RequestOutput>* out);
   // True once every request's finished output has been taken by Wait (or the group was
   // cancelled).
   bool done() const;

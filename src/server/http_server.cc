@@ -472,9 +472,14 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
           if (st->backend->metrics) st->backend->metrics->AddClientDisconnect();
           return false;
         };
+        // The chunks of all outputs taken by one Wait go out in one write: one chunked-encoding
+        // frame and one send for whatever the engine produced meanwhile (n > 1, a late wake-up).
+        const SseChunkWriter chunks(st->meta, kind, st->request.logprobs, token_text);
+        std::vector<RequestOutput> outs;
+        std::string events;
         auto last_write = std::chrono::steady_clock::now();
         while (!st->group->done()) {
-          std::vector<RequestOutput> outs = st->group->Wait(std::chrono::milliseconds(250));
+          st->group->Wait(std::chrono::milliseconds(250), &outs);
           if (outs.empty()) {
             // Silence (queued or a long prefill): a comment keeps proxies open and lets a
             // failed write reveal a client that went away.
@@ -484,26 +489,26 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
             }
             continue;
           }
+          events.clear();
           for (const RequestOutput& out : outs) {
             ChunkDelta delta;
             ApiError e = apply(*st, out, &delta);
             if (!e.ok()) {
               service->Cancel(st->group);
-              write(SseEvent(e.ToJson()));
-              write(kSseDone);
+              events += SseEvent(e.ToJson());
+              events += kSseDone;
+              write(events);
               sink.done();
               return true;
             }
             // Nothing new (e.g. text held back for a stop string, or a cancel): no chunk.
             if (delta.token_ids.empty() && delta.text.empty() && delta.finish_reason.empty())
               continue;
-            const json chunk =
-                kind == ApiKind::kChat
-                    ? ChatChunk(st->meta, delta, st->request.logprobs, token_text)
-                    : CompletionChunk(st->meta, delta, st->request.logprobs, token_text);
-            if (!write(SseEvent(chunk))) return disconnected();
-            last_write = std::chrono::steady_clock::now();
+            chunks.Append(delta, &events);
           }
+          if (events.empty()) continue;
+          if (!write(events)) return disconnected();
+          last_write = std::chrono::steady_clock::now();
         }
         if (st->request.include_usage &&
             !write(SseEvent(UsageChunk(st->meta, kind, usage_of(*st))))) {

@@ -732,4 +732,106 @@ std::string SseEvent(const json& j) {
   return "data: " + DumpJson(j) + "\n\n";
 }
 
+namespace {
+
+// Appends s as a JSON string literal, exactly as DumpJson writes it. ASCII is escaped here
+// (the same escapes nlohmann::json uses: \" \\ \b \f \n \r \t, other control characters
+// as lowercase \u00xx); anything else goes through DumpJson, which owns the UTF-8 checks and
+// the replacement of invalid bytes.
+void AppendJsonString(std::string_view s, std::string* out) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) {
+      out->append(DumpJson(json(s)));
+      return;
+    }
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (c < 0x20) {
+          out->append("\\u00");
+          out->push_back(kHex[c >> 4]);
+          out->push_back(kHex[c & 0xf]);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+}  // namespace
+
+SseChunkWriter::SseChunkWriter(const ResponseMeta& meta, ApiKind kind, bool with_logprobs,
+                               TokenTextFn text)
+    : meta_(meta), kind_(kind), with_logprobs_(with_logprobs), text_(std::move(text)) {
+  // nlohmann::json objects keep their keys sorted: choices, created, id, model, object.
+  tail_ = fmt::format("],\"created\":{},\"id\":{},\"model\":{},\"object\":{}}}\n\n", meta.created,
+                      DumpJson(json(meta.id)), DumpJson(json(meta.model)),
+                      kind == ApiKind::kChat ? "\"chat.completion.chunk\"" : "\"text_completion\"");
+}
+
+void SseChunkWriter::Append(const ChunkDelta& d, std::string* out) const {
+  if (with_logprobs_ && !d.token_ids.empty()) {
+    out->append(SseEvent(kind_ == ApiKind::kChat
+                             ? ChatChunk(meta_, d, with_logprobs_, text_)
+                             : CompletionChunk(meta_, d, with_logprobs_, text_)));
+    return;
+  }
+  // The choice's keys, sorted: (delta,) finish_reason, index, logprobs, stop_reason, (text).
+  out->append("data: {\"choices\":[{");
+  if (kind_ == ApiKind::kChat) {
+    out->append("\"delta\":{");
+    const bool content = !d.text.empty() || d.first;
+    if (content) {
+      out->append("\"content\":");
+      AppendJsonString(d.text, out);
+    }
+    if (d.first) out->append(content ? ",\"role\":\"assistant\"" : "\"role\":\"assistant\"");
+    out->append("},");
+  }
+  out->append("\"finish_reason\":");
+  if (d.finish_reason.empty()) {
+    out->append("null");
+  } else {
+    AppendJsonString(d.finish_reason, out);
+  }
+  out->append(",\"index\":");
+  out->append(fmt::format_int(d.index).c_str());
+  out->append(",\"logprobs\":null");
+  if (!d.stop_reason.empty()) {
+    out->append(",\"stop_reason\":");
+    AppendJsonString(d.stop_reason, out);
+  }
+  if (kind_ == ApiKind::kCompletion) {
+    out->append(",\"text\":");
+    AppendJsonString(d.text, out);
+  }
+  out->append("}");
+  out->append(tail_);
+}
+
 }  // namespace cleave::server

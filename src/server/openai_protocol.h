@@ -139,6 +139,24 @@ nlohmann::json UsageChunk(const ResponseMeta& meta, ApiKind kind, const Usage& u
 
 // SSE framing: "data: <json>\n\n" and the terminator "data: [DONE]\n\n".
 std::string SseEvent(const nlohmann::json& j);
+
+// Writes the SSE event of one streaming chunk: the same bytes as
+// SseEvent(ChatChunk(meta, delta, with_logprobs, text)) (or CompletionChunk), without building
+// a JSON document per token. The constant parts (id, created, model, object) are serialized
+// once; a delta that carries logprobs takes the JSON path.
+class SseChunkWriter {
+ public:
+  SseChunkWriter(const ResponseMeta& meta, ApiKind kind, bool with_logprobs, TokenTextFn text);
+  // Appends the event for `delta` to *out.
+  void Append(const ChunkDelta& delta, std::string* out) const;
+
+ private:
+  ResponseMeta meta_;
+  ApiKind kind_;
+  bool with_logprobs_;
+  TokenTextFn text_;
+  std::string tail_;  // `],"created":...,"object":"..."}` and the event's blank line
+};
 inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
 
 }  // namespace cleave::server

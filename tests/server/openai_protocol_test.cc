@@ -360,6 +360,52 @@ TEST(Responses, ChatChunkShape) {
   EXPECT_EQ(u["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
 }
 
+// The preformatted stream writer must give exactly the JSON path's bytes.
+TEST(Responses, SseChunkWriterMatchesJson) {
+  const std::vector<std::string> texts = {"",
+                                          "Hi",
+                                          " a \"quoted\" \\ word",
+                                          "tab\there\nnewline\r\x01\x1f\x7f",
+                                          "\b\f",
+                                          "caf\xC3\xA9",
+                                          "\xE2\x82",
+                                          "bad \xFF byte",
+                                          "\xF0\x9F\x98\x80 ok"};
+  const std::vector<ResponseMeta> metas = {{"chatcmpl-1", 123, "m"},
+                                           {"cmpl-abc", 1796092013, "we\"ird/\xC3\xA9\\model"}};
+  int checked = 0;
+  for (const ResponseMeta& meta : metas) {
+    for (ApiKind kind : {ApiKind::kChat, ApiKind::kCompletion}) {
+      for (bool with_logprobs : {false, true}) {
+        const SseChunkWriter writer(meta, kind, with_logprobs, FakeText);
+        for (const std::string& text : texts) {
+          for (int variant = 0; variant < 8; ++variant) {
+            ChunkDelta d;
+            d.index = variant % 3;
+            d.first = (variant & 1) != 0;
+            d.text = text;
+            if (variant & 2) d.finish_reason = variant & 4 ? "length" : "stop";
+            if ((variant & 6) == 2) d.stop_reason = text.empty() ? "\n\n" : text;
+            if (variant != 6) d.token_ids = {5, 7};
+            if (variant != 6) d.logprobs = {{-0.5f, {{5, -0.5f}}}, {-1.25f, {}}};
+            d.text_offset = 4;
+            const json j = kind == ApiKind::kChat
+                               ? ChatChunk(meta, d, with_logprobs, FakeText)
+                               : CompletionChunk(meta, d, with_logprobs, FakeText);
+            std::string out = "prefix";
+            writer.Append(d, &out);
+            ASSERT_EQ(out, "prefix" + SseEvent(j))
+                << "kind " << int(kind) << " logprobs " << with_logprobs << " variant " << variant
+                << " text " << json(text).dump(-1, ' ', true, json::error_handler_t::replace);
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 2 * 2 * 2 * 9 * 8);
+}
+
 TEST(Responses, LogprobsBothApis) {
   std::vector<TokenId> tokens = {5, 7};
   std::vector<TokenLogprobs> lps = {{-0.5f, {{5, -0.5f}, {6, -1.5f}}},
