@@ -1,7 +1,10 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 
@@ -148,6 +151,117 @@ TokenId InverseCdf(std::span<const float> prob, double target) {
   return last_nonzero;  // rounding at the top end (or no mass at all: -1)
 }
 
+namespace {
+
+// Best first: higher probability, ties to the lower id.
+struct ProbabilityOrder {
+  std::span<const float> prob;
+  bool operator()(TokenId a, TokenId b) const {
+    return prob[a] != prob[b] ? prob[a] > prob[b] : a < b;
+  }
+};
+
+// Keeps the smallest best-first prefix of `order` (the top-k survivors, in any order) whose mass
+// reaches top_p of theirs; masks the rest. Sorts progressively larger prefixes.
+void KeepTopPBySorting(std::span<float> logits, std::span<const float> prob,
+                       std::vector<TokenId>& order, float top_p) {
+  double total = 0.0;
+  for (TokenId id : order) total += prob[id];
+  const double target = top_p * total;
+  size_t sorted = 0;
+  size_t keep = order.size();
+  double cumulative = 0.0;
+  while (sorted < order.size()) {
+    const size_t next = std::min(order.size(), std::max<size_t>(64, sorted * 4));
+    std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(),
+                      ProbabilityOrder{prob});
+    for (size_t i = sorted; i < next; ++i) {
+      cumulative += prob[order[i]];
+      if (cumulative >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+    if (keep != order.size()) break;
+    sorted = next;
+  }
+  for (size_t i = keep; i < order.size(); ++i) logits[order[i]] = kNegInf;
+}
+
+// The same kept set over a whole vocabulary without sorting it: one pass files every token's
+// probability (<= 1, relative to the best) under its octave, floor(-log2 p), read from the float's
+// exponent, and sums each octave's mass; the fewest octaves whose mass reaches the target hold
+// the kept prefix (an octave holds every token of its probability range, so the candidates are
+// exactly the first ones of the full best-first order). Only they are sorted and walked. Each
+// row costs two passes over the vocabulary plus a sort of a few candidates, instead of
+// partial sorts over all of it (~0.3 ms for 49k tokens).
+void KeepTopPByOctaves(std::span<float> logits, std::span<float> prob, float top_p) {
+  constexpr int kOctaves = 64;  // the last one also takes everything below 2^-63
+  static constexpr std::array<uint8_t, 256> kOctaveOfExponent = [] {
+    std::array<uint8_t, 256> table{};
+    for (int e = 0; e < 256; ++e)
+      table[e] = uint8_t(std::min(kOctaves - 1, 127 - std::min(e, 127)));
+    return table;
+  }();
+  auto octave = [](float p) {
+    return int(kOctaveOfExponent[(std::bit_cast<uint32_t>(p) >> 23) & 0xff]);
+  };
+  // Several partial sums per octave: one running sum would be a serial chain of dependent adds
+  // across the whole vocabulary (most tokens fall in a few octaves). A zero probability files
+  // under the last octave and adds nothing.
+  constexpr size_t kLanes = 8;
+  std::array<std::array<double, kOctaves>, kLanes> lane_mass{};
+  size_t i = 0;
+  for (; i + kLanes <= prob.size(); i += kLanes) {
+    for (size_t lane = 0; lane < kLanes; ++lane) {
+      lane_mass[lane][octave(prob[i + lane])] += prob[i + lane];
+    }
+  }
+  for (; i < prob.size(); ++i) lane_mass[0][octave(prob[i])] += prob[i];
+  std::array<double, kOctaves> mass{};
+  double total = 0.0;
+  for (int o = 0; o < kOctaves; ++o) {
+    for (size_t lane = 0; lane < kLanes; ++lane) mass[o] += lane_mass[lane][o];
+    total += mass[o];
+  }
+  const double target = top_p * total;
+  int last_octave = 0;
+  for (double covered = mass[0]; last_octave < kOctaves - 1 && covered < target;) {
+    covered += mass[++last_octave];
+  }
+  thread_local std::vector<TokenId> candidates;
+  for (;;) {
+    candidates.clear();
+    for (size_t j = 0; j < prob.size(); ++j) {
+      if (prob[j] > 0.0f && octave(prob[j]) <= last_octave) {
+        candidates.push_back(static_cast<TokenId>(j));
+      }
+    }
+    std::sort(candidates.begin(), candidates.end(), ProbabilityOrder{prob});
+    double cumulative = 0.0;
+    size_t keep = 0;
+    bool reached = false;
+    while (keep < candidates.size() && !reached) {
+      cumulative += prob[candidates[keep++]];
+      reached = cumulative >= target;
+    }
+    // The octave sums and the walk round differently: if the walk falls short by that rounding,
+    // widen by an octave (the last one holds every remaining token, so this ends).
+    if (!reached && last_octave < kOctaves - 1) {
+      ++last_octave;
+      continue;
+    }
+    // Mask every other token that had mass: kept ones are flagged in the scratch row first.
+    for (size_t k = 0; k < keep; ++k) prob[candidates[k]] = -1.0f;
+    for (size_t j = 0; j < prob.size(); ++j) {
+      logits[j] = prob[j] > 0.0f ? kNegInf : logits[j];
+    }
+    return;
+  }
+}
+
+}  // namespace
+
 void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams& params) {
   const size_t vocab = logits.size();
   if (params.temperature != 1.0f && !params.greedy()) {
@@ -173,47 +287,32 @@ void ApplyTemperatureAndTruncation(std::span<float> logits, const SamplingParams
     }
   }
   // Survivors ranked by probability, ties to the lower id: a strict total order, so the kept set
-  // is the same on every run.
+  // is the same on every run. Listed only for top-k (top-p alone preselects by octave).
   thread_local std::vector<TokenId> order;
   order.clear();
-  order.reserve(vocab);
-  for (size_t i = 0; i < vocab; ++i) {
-    if (prob[i] > 0.0f) order.push_back(static_cast<TokenId>(i));
-  }
-  auto better = [&](TokenId a, TokenId b) {
-    return prob[a] != prob[b] ? prob[a] > prob[b] : a < b;
-  };
-  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < order.size()) {
-    std::nth_element(order.begin(), order.begin() + params.top_k, order.end(), better);
-    for (size_t i = params.top_k; i < order.size(); ++i) {
-      logits[order[i]] = kNegInf;
-      prob[order[i]] = 0.0f;
+  bool top_k_applied = false;
+  if (params.top_k > 0) {
+    order.reserve(vocab);
+    for (size_t i = 0; i < vocab; ++i) {
+      if (prob[i] > 0.0f) order.push_back(static_cast<TokenId>(i));
     }
-    order.resize(params.top_k);
+    if (static_cast<size_t>(params.top_k) < order.size()) {
+      std::nth_element(order.begin(), order.begin() + params.top_k, order.end(),
+                       ProbabilityOrder{prob});
+      for (size_t i = params.top_k; i < order.size(); ++i) {
+        logits[order[i]] = kNegInf;
+        prob[order[i]] = 0.0f;
+      }
+      order.resize(params.top_k);
+      top_k_applied = true;
+    }
   }
   if (params.top_p < 1.0f) {
-    double total = 0.0;
-    for (TokenId id : order) total += prob[id];
-    const double target = params.top_p * total;
-    // Keep the smallest best-first prefix whose mass reaches top_p. Sort progressively larger
-    // prefixes: with a peaked distribution only a few dozen tokens are ever sorted.
-    size_t sorted = 0;
-    size_t keep = order.size();
-    double cumulative = 0.0;
-    while (sorted < order.size()) {
-      size_t next = std::min(order.size(), std::max<size_t>(64, sorted * 4));
-      std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(), better);
-      for (size_t i = sorted; i < next; ++i) {
-        cumulative += prob[order[i]];
-        if (cumulative >= target) {
-          keep = i + 1;
-          break;
-        }
-      }
-      if (keep != order.size()) break;
-      sorted = next;
+    if (top_k_applied) {
+      KeepTopPBySorting(logits, prob, order, params.top_p);
+    } else {
+      KeepTopPByOctaves(logits, prob, params.top_p);
     }
-    for (size_t i = keep; i < order.size(); ++i) logits[order[i]] = kNegInf;
   }
 }
 

@@ -8,6 +8,8 @@
 #include <random>
 #include <set>
 
+#include "kernels/ops.h"
+
 namespace cleave {
 namespace {
 
@@ -81,6 +83,84 @@ TEST(SamplerTest, TopPOnLargeVocabMatchesFullSort) {
   std::vector<TokenId> want(order.begin(), order.begin() + n);
   std::sort(want.begin(), want.end());
   EXPECT_EQ(Kept(l), want);
+}
+
+// The plain statement of top-p over whole vocabularies: probabilities relative to the best token
+// (the sampler's ExpShifted), every token with mass sorted best first (ties to the lower id),
+// the total summed in id order, the shortest prefix whose running sum reaches top_p of it kept.
+std::vector<TokenId> TopPByFullSort(const std::vector<float>& logits, float top_p, float min_p) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<float> prob(logits.size());
+  kernels::ExpShifted(logits.data(), max_logit, int64_t(logits.size()), prob.data());
+  std::vector<TokenId> order;
+  double total = 0;
+  for (size_t i = 0; i < prob.size(); ++i) {
+    if (prob[i] < min_p) prob[i] = 0;
+    if (prob[i] > 0) {
+      order.push_back(TokenId(i));
+      total += prob[i];
+    }
+  }
+  std::sort(order.begin(), order.end(),
+            [&](TokenId a, TokenId b) { return prob[a] != prob[b] ? prob[a] > prob[b] : a < b; });
+  double cum = 0;
+  size_t n = 0;
+  while (n < order.size()) {
+    cum += prob[order[n++]];
+    if (cum >= top_p * total) break;
+  }
+  // Kept: the prefix, and tokens that never had mass (left as they were, not masked).
+  std::vector<TokenId> kept(order.begin(), order.begin() + n);
+  for (size_t i = 0; i < prob.size(); ++i) {
+    if (prob[i] == 0 && logits[i] != -kInf && !(min_p > 0)) kept.push_back(TokenId(i));
+  }
+  std::sort(kept.begin(), kept.end());
+  return kept;
+}
+
+TEST(SamplerTest, TopPOverWholeVocabulariesMatchesAFullSort) {
+  // Peaked, flat, tied (coarsely quantised logits), spread over many octaves (some underflowing to
+  // zero), with min-p and without, at several top_p.
+  Rng rng(11);
+  int cases = 0;
+  for (size_t vocab : {1u, 2u, 7u, 300u, 5000u, 49152u}) {
+    for (int shape = 0; shape < 4; ++shape) {
+      std::vector<float> l(vocab);
+      for (float& x : l) {
+        const double u = rng.Uniform();
+        switch (shape) {
+          case 0:
+            x = float(8 * u * u * u);
+            break;  // a few strong tokens
+          case 1:
+            x = float(0.01 * u);
+            break;  // nearly flat
+          case 2:
+            x = float(std::floor(4 * u));
+            break;  // heavy ties
+          default:
+            x = float(-150 + 160 * u);
+            break;  // 0-~200 octaves below the best
+        }
+      }
+      for (float top_p : {0.0f, 0.1f, 0.5f, 0.9f, 0.999f}) {
+        for (float min_p : {0.0f, 0.05f}) {
+          std::vector<float> got = l;
+          SamplingParams p;
+          p.top_p = top_p;
+          p.min_p = min_p;
+          sampling::ApplyTemperatureAndTruncation(got, p);
+          std::vector<TokenId> kept = Kept(got);
+          EXPECT_EQ(kept, TopPByFullSort(l, top_p, min_p))
+              << "vocab " << vocab << " shape " << shape << " top_p " << top_p << " min_p "
+              << min_p;
+          for (TokenId id : kept) EXPECT_EQ(got[id], l[id]);  // survivors untouched
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 6 * 4 * 5 * 2);
 }
 
 TEST(SamplerTest, MinPIsRelativeToMostLikelyToken) {
