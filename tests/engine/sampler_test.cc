@@ -163,6 +163,26 @@ TEST(SamplerTest, TopPOverWholeVocabulariesMatchesAFullSort) {
   EXPECT_EQ(cases, 6 * 4 * 5 * 2);
 }
 
+TEST(SamplerTest, TopLogprobsAreTheBestKOfAFullSort) {
+  Rng rng(5);
+  for (size_t vocab : {1u, 3u, 40u, 49152u}) {
+    std::vector<float> lp(vocab);
+    for (float& x : lp) x = float(-std::floor(8 * rng.Uniform()));  // many ties
+    std::vector<TokenId> order(vocab);
+    for (size_t i = 0; i < vocab; ++i) order[i] = TokenId(i);
+    std::sort(order.begin(), order.end(),
+              [&](TokenId a, TokenId b) { return lp[a] != lp[b] ? lp[a] > lp[b] : a < b; });
+    for (int32_t k : {0, 1, 5, 20, 100}) {
+      const auto top = sampling::TopLogprobs(lp, k);
+      ASSERT_EQ(top.size(), std::min<size_t>(size_t(k), vocab)) << vocab << " " << k;
+      for (size_t i = 0; i < top.size(); ++i) {
+        EXPECT_EQ(top[i].token, order[i]) << "vocab " << vocab << " k " << k << " rank " << i;
+        EXPECT_EQ(top[i].logprob, lp[order[i]]);
+      }
+    }
+  }
+}
+
 TEST(SamplerTest, MinPIsRelativeToMostLikelyToken) {
   std::vector<float> l = LogOf({0.5, 0.2, 0.1, 0.04, 0.16});
   SamplingParams p;
