@@ -35,6 +35,11 @@ void RequestGroup::Wait(std::chrono::milliseconds timeout, std::vector<RequestOu
   }
 }
 
+void RequestGroup::WakeOnlyOnFinish() {
+  std::lock_guard lock(mu_);
+  wake_only_on_finish_ = true;
+}
+
 bool RequestGroup::done() const {
   std::lock_guard lock(mu_);
   return num_unfinished_ == 0 && outputs_.empty();
@@ -246,13 +251,15 @@ void EngineService::Route(std::vector<RequestOutput> outputs) {
     std::shared_ptr<RequestGroup> group = t.group.lock();
     const bool finished = out.finished;
     if (group) {
+      bool wake;
       {
         std::lock_guard glock(group->mu_);
+        wake = finished || !group->wake_only_on_finish_;
         group->outputs_.push_back(std::move(out));
       }
       // Notified unlocked: a waiter woken under the lock would block on it at once and need a
       // second wake-up (two context switches per token instead of one).
-      group->cv_.notify_all();
+      if (wake) group->cv_.notify_all();
     }
     if (finished) tracked_.erase(it);
   }

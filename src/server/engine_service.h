@@ -44,6 +44,9 @@ class RequestGroup {
   std::vector<RequestOutput> Wait(std::chrono::milliseconds timeout);
   // The same into *out (cleared first), whose capacity a streaming loop reuses.
   void Wait(std::chrono::milliseconds timeout, std::vector<RequestOutput>* out);
+  // From now on an output wakes Wait only if it finishes a request: a response sent whole
+  // needs no wake-up per token. Wait still returns at its timeout with what has arrived.
+  void WakeOnlyOnFinish();
   // True once every request's finished output has been taken by Wait (or the group was
   // cancelled).
   bool done() const;
@@ -57,6 +60,7 @@ class RequestGroup {
   std::deque<RequestOutput> outputs_;
   std::vector<RequestId> ids_;
   int32_t num_unfinished_ = 0;  // requests whose finished output has not been taken
+  bool wake_only_on_finish_ = false;
 };
 
 class EngineService {

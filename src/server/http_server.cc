@@ -435,6 +435,7 @@ void HttpServer::Impl::HandleGeneration(ApiKind kind, const httplib::Request& re
   };
 
   if (!st->request.stream) {
+    group->WakeOnlyOnFinish();
     ApiError failure;
     bool cancelled = false;
     while (!group->done()) {
