@@ -11,6 +11,13 @@
 // makes it serve. Every stream holds one HTTP worker thread. A client that goes away mid-stream
 // is noticed by the next failed write (tokens or a keep-alive comment every second of
 // silence), and its requests are cancelled, which frees their KV blocks at once.
+//
+// Per-token cost of a stream (measured on 2 shared cores, `serve -t 2`): its handler wakes once
+// per engine output and writes that output's SSE events in one chunk; ~80 us of CPU per token,
+// half of it the kernel's loopback TCP send (which also wakes the client), most of the rest the
+// wake-up itself and cpp-httplib's poll() before each write. That CPU comes out of the cores the
+// engine's threads use, so it, and the client's own parsing, are what a streamed token costs
+// beyond Engine::Step. A non-streamed request's handler sleeps until a choice finishes.
 #pragma once
 
 #include <memory>
