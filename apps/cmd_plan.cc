@@ -29,6 +29,7 @@ struct PlanOptions {
   double tpot_s = 0.1;
   double attainment = 0.9;
   std::string profile;
+  std::string gpu_profile;
   int cores = 0;
   int64_t kv_cache_tokens = 0;
   int64_t num_requests = 300;
@@ -155,6 +156,11 @@ int RunPlan(const PlanOptions& o) {
   }
   int64_t max_context = 2048;
   if (spec.local) {
+    if (!o.gpu_profile.empty()) {
+      fmt::print(stderr,
+                 "error: --gpu-profile is for GPU hardware; this machine uses --profile FILE\n");
+      return 2;
+    }
     if (o.profile.empty()) {
       fmt::print(stderr, "error: --hardware local needs --profile FILE (cleave profile --fit)\n");
       return 2;
@@ -190,6 +196,14 @@ int RunPlan(const PlanOptions& o) {
     }
     spec.shape = *shape;
     spec.gpu = *gpu;
+    if (!o.gpu_profile.empty()) {
+      auto profile = LoadGpuProfile(o.gpu_profile, spec.shape.name);
+      if (!profile.ok()) {
+        fmt::print(stderr, "error: --gpu-profile: {}\n", profile.status().message());
+        return 1;
+      }
+      spec.gpu_profile = *profile;
+    }
     if (o.inter_node_gbps > 0) spec.gpu.inter_node_bw = o.inter_node_gbps * 1e9;
     spec.nodes = o.nodes;
     spec.gpus_per_node = o.gpus_per_node;
@@ -322,6 +336,9 @@ void RegisterPlan(CLI::App& app, int& exit_code) {
   cmd->add_option("--attainment", o->attainment, "Fraction of requests meeting both")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--profile", o->profile, "Fitted profile JSON (cleave profile --fit)");
+  cmd->add_option("--gpu-profile", o->gpu_profile,
+                  "Measured GPU step times per TP degree (DistServe's profile JSON format) instead "
+                  "of the roofline's; only those TP degrees are searched");
   cmd->add_option("--cores", o->cores, "Cores to plan for (local; default all)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--kv-cache-tokens", o->kv_cache_tokens, "KV capacity per instance (local)")

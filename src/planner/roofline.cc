@@ -221,11 +221,8 @@ double RooflineCostModel::LayersTime(const StepShape& s) const {
   return double(shape_.num_layers) * layer + head;
 }
 
-double RooflineCostModel::StepTime(const StepShape& s) const {
-  if (s.empty()) return 0;
-  if (par_.pp == 1) return LayersTime(s) + a_.step_overhead_s;
-  // One pipeline round: the largest of pp micro-batches through every layer, plus hand-offs.
-  const double pp = par_.pp;
+StepShape PipelineMicroBatch(const StepShape& s, int pp_stages) {
+  const double pp = pp_stages;
   StepShape mb;
   mb.prefill_tokens =
       std::max<int64_t>(std::llround(double(s.prefill_tokens) / pp), s.largest_prefill_tokens);
@@ -239,11 +236,25 @@ double RooflineCostModel::StepTime(const StepShape& s) const {
           : 0;
   mb.decode_seqs = int32_t(std::ceil(s.decode_seqs / pp));
   mb.decode_context = std::llround(double(s.decode_context) / pp);
+  mb.largest_prefill_tokens = s.largest_prefill_tokens;
+  mb.largest_prefill_sq = s.largest_prefill_sq;
+  return mb;
+}
+
+double RooflineCostModel::HandoffTime(const StepShape& mb) const {
+  if (par_.pp == 1) return 0;
   const double act_bytes = double(mb.prefill_tokens + mb.decode_seqs) * double(shape_.hidden) *
                            shape_.dtype_bytes / par_.tp;
   const double link = par_.pp_cross_node ? gpu_.inter_node_bw : gpu_.nvlink_bw;
-  return LayersTime(mb) + (pp - 1) * (act_bytes / link + 2 * a_.allreduce_latency_s) +
-         a_.step_overhead_s;
+  return (par_.pp - 1) * (act_bytes / link + 2 * a_.allreduce_latency_s);
+}
+
+double RooflineCostModel::StepTime(const StepShape& s) const {
+  if (s.empty()) return 0;
+  if (par_.pp == 1) return LayersTime(s) + a_.step_overhead_s;
+  // One pipeline round: the largest of pp micro-batches through every layer, plus hand-offs.
+  const StepShape mb = PipelineMicroBatch(s, par_.pp);
+  return LayersTime(mb) + HandoffTime(mb) + a_.step_overhead_s;
 }
 
 double TransferTime(double bytes, double bandwidth, int lanes) {

@@ -127,6 +127,8 @@ class RooflineCostModel final : public CostModel {
   int64_t kv_capacity_tokens() const override { return kv_capacity_tokens_; }
   int64_t kv_bytes_per_token() const override { return shape_.kv_bytes_per_token(); }
   const Parallelism& parallelism() const { return par_; }
+  // With pp > 1: the (pp − 1) activation hand-offs of one micro-batch between stages.
+  double HandoffTime(const StepShape& micro_batch) const;
 
  private:
   double LayersTime(const StepShape& s) const;           // all layers, one TP group, no PP
@@ -138,6 +140,10 @@ class RooflineCostModel final : public CostModel {
   RooflineAssumptions a_;
   int64_t kv_capacity_tokens_ = 0;
 };
+
+// The largest of the pp micro-batches a pipeline cuts a step into (whole sequences, balanced by
+// tokens): what one pipeline round waits for.
+StepShape PipelineMicroBatch(const StepShape& s, int pp);
 
 // Seconds to move `bytes` over a link of `bandwidth` bytes/s shared by `lanes` GPU pairs in
 // parallel (KV is sharded across the sender's and receiver's GPUs), plus a fixed setup latency.

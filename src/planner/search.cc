@@ -148,7 +148,11 @@ std::unique_ptr<CostModel> MakeCost(const PlanSpec& spec, const Parallelism& par
     return std::make_unique<FittedCostModel>(*fit, spec.kv_capacity_tokens,
                                              spec.profile.kv_bytes_per_token);
   }
-  return std::make_unique<RooflineCostModel>(spec.shape, spec.gpu, par, spec.assumptions);
+  RooflineCostModel roofline(spec.shape, spec.gpu, par, spec.assumptions);
+  if (!spec.gpu_profile.empty()) {
+    return std::make_unique<ProfiledGpuCostModel>(spec.gpu_profile.at(par.tp), roofline);
+  }
+  return std::make_unique<RooflineCostModel>(roofline);
 }
 
 Built Build(const PlanSpec& spec, const PlanCandidate& c, Phase phase) {
@@ -381,6 +385,7 @@ Result<PlanResult> SearchPlacements(const PlanSpec& spec) {
     int min_fit = 0;
     for (int tp = 1; tp <= spec.gpus_per_node; ++tp) {
       if (spec.shape.num_heads % tp != 0) continue;
+      if (!spec.gpu_profile.empty() && !spec.gpu_profile.contains(tp)) continue;
       for (int pp = 1; pp * tp <= total; ++pp) {
         if (spec.shape.num_layers % pp != 0) continue;
         Parallelism par{tp, pp, tp * pp > spec.gpus_per_node};
@@ -390,9 +395,13 @@ Result<PlanResult> SearchPlacements(const PlanSpec& spec) {
         shapes.push_back({par, 0});
       }
     }
-    if (shapes.empty())
-      return InvalidArgument("{} does not fit on {} x {} {} GPUs", spec.shape.name, spec.nodes,
-                             spec.gpus_per_node, spec.gpu.name);
+    if (shapes.empty()) {
+      std::string tps;
+      for (const auto& [tp, unused] : spec.gpu_profile) tps += fmt::format(" {}", tp);
+      return InvalidArgument("{} does not fit on {} x {} {} GPUs{}", spec.shape.name, spec.nodes,
+                             spec.gpus_per_node, spec.gpu.name,
+                             tps.empty() ? "" : " at the GPU profile's TP degrees (" + tps + " )");
+    }
     const int cap = std::max(spec.max_instance_scale * min_fit, 1);
     std::erase_if(shapes, [&](const Shape& s) { return s.par.num_gpus() > cap; });
   }

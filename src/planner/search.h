@@ -31,6 +31,7 @@
 #include "bench/metrics.h"
 #include "core/status.h"
 #include "planner/cost_model.h"
+#include "planner/gpu_profile.h"
 #include "planner/roofline.h"
 #include "planner/simulator.h"
 
@@ -98,6 +99,9 @@ struct PlanSpec {
   int nodes = 1;
   int gpus_per_node = 8;
   RooflineAssumptions assumptions;
+  // Measured step times per TP degree (cleave plan --gpu-profile); empty: the roofline's. When
+  // set, only its TP degrees are searched.
+  GpuProfile gpu_profile;
   ProfileFit profile;              // local
   int cores = 2;                   // local
   int64_t kv_capacity_tokens = 0;  // local, per instance

@@ -72,6 +72,31 @@ TEST_F(PlanCli, RejectsUnknownColocatedPolicy) {
   EXPECT_TRUE(r.out.find("candidates") == std::string::npos);  // no plan was printed
 }
 
+// `--gpu-profile` plans with measured step times: only its TP degrees appear, a model it lacks
+// or a local plan is refused with a message that says why.
+TEST_F(PlanCli, GpuProfileRestrictsTheSearchToItsTensorParallelism) {
+  const std::string path = testing::TempDir() + "/gpu_profile.json";
+  {
+    std::ofstream f(path);
+    f << R"({"facebook/opt-13b": {"2": {"prefill": [15, 0.07, 2e-6],
+             "decoding_smallbs": [13, 0.0003, 0.06]}}})";
+  }
+  RunResult r = RunCleave(std::string(kSmallPlan) + " --json --gpu-profile " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  ASSERT_FALSE(j["candidates"].empty());
+  for (const auto& c : j["candidates"]) EXPECT_EQ(c["prefill_tp"], 2) << c.dump();
+
+  RunResult other = RunCleave(
+      "plan --model opt-66b --hardware a100 --nodes 1 --gpus-per-node 8 --gpu-profile " + path);
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("no entry for model 'opt-66b'"), std::string::npos) << other.err;
+  RunResult local = RunCleave("plan --hardware local --profile x.json --gpu-profile " + path);
+  EXPECT_NE(local.exit_code, 0);
+  EXPECT_NE(local.err.find("--gpu-profile"), std::string::npos) << local.err;
+}
+
 // The fit's decode samples come from Engine::Step on the real model (sampler included): every
 // coefficient a decode step depends on must come out, and the per-sequence one must be
 // positive (a sampler or forward that stopped scaling with the batch would show here).
