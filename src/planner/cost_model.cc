@@ -160,15 +160,20 @@ double RmsRelativeError(const LinearForm& form, const std::vector<FitSample>& sa
   return std::sqrt(sum / static_cast<double>(samples.size()));
 }
 
+double DistServeFormsStepTime(const StepShape& shape, const LinearForm& prefill, double decode_s,
+                              double context_s_per_token) {
+  if (shape.prefill_tokens == 0) return decode_s;
+  return prefill.Eval(double(shape.prefill_tokens + shape.decode_seqs),
+                      shape.prefill_sq + shape.decode_seqs) +
+         context_s_per_token * double(shape.decode_context);
+}
+
 double FittedCostModel::StepTime(const StepShape& shape) const {
   if (shape.empty()) return 0;
-  if (shape.prefill_tokens == 0) {
-    return std::max(0.0, fit_.decode.Eval(shape.decode_seqs, double(shape.decode_context)));
-  }
-  double t = fit_.prefill.Eval(double(shape.prefill_tokens + shape.decode_seqs),
-                               shape.prefill_sq + shape.decode_seqs);
-  t += fit_.decode.c * double(shape.decode_context);
-  return std::max(0.0, t);
+  const double decode_s = shape.prefill_tokens == 0
+                              ? fit_.decode.Eval(shape.decode_seqs, double(shape.decode_context))
+                              : 0.0;
+  return std::max(0.0, DistServeFormsStepTime(shape, fit_.prefill, decode_s, fit_.decode.c));
 }
 
 }  // namespace cleave::planner

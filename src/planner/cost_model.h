@@ -104,6 +104,12 @@ Result<LinearForm> FitLinearForm(const std::vector<FitSample>& samples);
 // Root mean square of (predicted - measured) / measured.
 double RmsRelativeError(const LinearForm& form, const std::vector<FitSample>& samples);
 
+// A step under DistServe's forms: a decode-only step takes `decode_s`; a step with prefill spans
+// runs its decode tokens through the same GEMMs, prefill(Σl + B, Σsq + B), plus
+// `context_s_per_token`·Σcontext for their attention.
+double DistServeFormsStepTime(const StepShape& shape, const LinearForm& prefill, double decode_s,
+                              double context_s_per_token);
+
 // DistServe's forms with fitted coefficients. A mixed step (chunked prefill with decodes) runs
 // the decode tokens through the same GEMMs as the prefill tokens, so it costs
 // prefill(Σl + B, Σsq + B) + decode.c·Σcontext.

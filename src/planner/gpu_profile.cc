@@ -103,13 +103,9 @@ Result<GpuProfile> LoadGpuProfile(const std::string& path, std::string_view mode
 }
 
 double ProfiledGpuCostModel::WholeModelTime(const StepShape& s) const {
-  const double batch = double(s.decode_seqs);
-  if (s.prefill_tokens == 0) {
-    return profile_.Decode(s.decode_seqs).Eval(double(s.decode_context), batch);
-  }
-  double t = profile_.prefill.Eval(double(s.prefill_tokens) + batch, s.prefill_sq + batch);
-  if (s.decode_seqs > 0) t += profile_.Decode(s.decode_seqs).b * double(s.decode_context);
-  return t;
+  const LinearForm& decode = profile_.Decode(s.decode_seqs);
+  return DistServeFormsStepTime(
+      s, profile_.prefill, decode.Eval(double(s.decode_context), double(s.decode_seqs)), decode.b);
 }
 
 double ProfiledGpuCostModel::StepTime(const StepShape& s) const {
